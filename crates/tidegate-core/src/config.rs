@@ -1,0 +1,84 @@
+//! Limits and options of the session engine. The server's TOML `[limits]` section maps onto
+//! [`BrokerConfig`]; every limit here is enforced before memory is spent.
+
+use std::time::Duration;
+
+/// What to drop when an offline (or slow) session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueDropPolicy {
+    /// Drop the oldest QoS 0 message, else the oldest message (Mosquitto/EMQX behaviour).
+    #[default]
+    DropOldest,
+    /// Refuse the new message.
+    DropNewest,
+}
+
+/// Engine limits and options, with the defaults a newcomer gets from `tidegate serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, and announced in CONNACK (v5). Default 1 MiB.
+    pub max_packet_size: u32,
+    /// CONNECT must arrive within this after the socket opens. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Outbound QoS 1/2 messages unacknowledged per session (further capped by the client's
+    /// Receive Maximum). Default 64.
+    pub max_inflight: u16,
+    /// Inbound QoS 1/2 publications a client may have unacknowledged: our Receive Maximum,
+    /// announced in CONNACK (v5). Default 64.
+    pub receive_maximum: u16,
+    /// Messages queued per session (offline, or beyond the inflight window). Default 10,000.
+    pub max_queued_messages: usize,
+    /// What goes when the queue is full.
+    pub queue_drop_policy: QueueDropPolicy,
+    /// Subscriptions per client. Default 1,000.
+    pub max_subscriptions: usize,
+    /// Longest topic name or filter in bytes. Default 65,535.
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter. Default 128.
+    pub max_topic_levels: usize,
+    /// Topic aliases a v5 client may use towards us (announced in CONNACK). Default 64.
+    pub topic_alias_maximum: u16,
+    /// Upper bound on the session expiry interval a client may ask for, in seconds. Default
+    /// 7 days (u32::MAX would mean "never expires").
+    pub max_session_expiry: u32,
+    /// Keep alive imposed when a client asks for 0 or for more than this (v5 Server Keep Alive),
+    /// in seconds; `None` accepts the client's value. Default `None`.
+    pub max_keep_alive: Option<u16>,
+    /// Highest QoS granted. Default 2.
+    pub max_qos: tidegate_protocol::QoS,
+    /// Retained messages accepted. Default true.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are allowed. Default true.
+    pub wildcard_subscriptions: bool,
+    /// Whether shared subscriptions are allowed. Default true.
+    pub shared_subscriptions: bool,
+    /// Whether subscription identifiers are supported. Default true.
+    pub subscription_identifiers: bool,
+    /// Most retained messages held. Default 1,000,000.
+    pub max_retained_messages: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_inflight: 64,
+            receive_maximum: 64,
+            max_queued_messages: 10_000,
+            queue_drop_policy: QueueDropPolicy::DropOldest,
+            max_subscriptions: 1_000,
+            max_topic_length: 65_535,
+            max_topic_levels: 128,
+            topic_alias_maximum: 64,
+            max_session_expiry: 7 * 24 * 3600,
+            max_keep_alive: None,
+            max_qos: tidegate_protocol::QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
+            max_retained_messages: 1_000_000,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Per-session message queues (offline or beyond the inflight window).
