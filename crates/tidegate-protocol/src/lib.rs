@@ -17,12 +17,14 @@ mod codec;
 mod error;
 pub mod packet;
 mod properties;
+mod property_codec;
 mod reason;
 mod string;
 pub mod topic;
 mod types;
+mod wire;
 
-pub use codec::{Decoder, encode, encoded_len};
+pub use codec::{Decoder, encode, encoded_len, try_encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::*;
