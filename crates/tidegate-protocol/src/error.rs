@@ -33,6 +33,9 @@ pub enum DecodeError {
     /// PUBLISH topic name invalid, e.g. with a wildcard character (reason 0x90).
     #[error("invalid topic name: {0}")]
     TopicNameInvalid(&'static str),
+    /// A Topic Alias of 0 (reason 0x94, [MQTT-3.3.2-8]).
+    #[error("invalid topic alias: {0}")]
+    TopicAliasInvalid(&'static str),
 }
 
 impl DecodeError {
@@ -46,6 +49,7 @@ impl DecodeError {
                 ReasonCode::UnsupportedProtocolVersion
             }
             DecodeError::TopicNameInvalid(_) => ReasonCode::TopicNameInvalid,
+            DecodeError::TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,
         }
     }
 }

@@ -110,7 +110,14 @@ impl Property {
             id::TOPIC_ALIAS_MAXIMUM => P::TopicAliasMaximum(r.u16()?),
             // Spec reason for this one is Topic Alias Invalid (0x94); DecodeError has no such
             // variant, and both close the connection, so it is reported as a Protocol Error.
-            id::TOPIC_ALIAS => P::TopicAlias(non_zero_u16(r, "[MQTT-3.3.2-8] topic alias 0")?),
+            id::TOPIC_ALIAS => match r.u16()? {
+                0 => {
+                    return Err(DecodeError::TopicAliasInvalid(
+                        "[MQTT-3.3.2-8] topic alias 0",
+                    ));
+                }
+                v => P::TopicAlias(v),
+            },
             id::MAXIMUM_QOS => P::MaximumQoS(match r.u8()? {
                 0 => QoS::AtMostOnce,
                 1 => QoS::AtLeastOnce,
@@ -695,7 +702,6 @@ mod tests {
             &[0x29, 2],
             &[0x2A, 2],
             &[0x21, 0, 0],
-            &[0x23, 0, 0],
             &[0x27, 0, 0, 0, 0],
             &[0x0B, 0],
         ] {
@@ -706,6 +712,10 @@ mod tests {
                 "{bytes:02x?}: {e:?}"
             );
         }
+        // Topic alias 0 has its own reason code, 0x94.
+        let b = Bytes::from_static(&[0x23, 0, 0]);
+        let e = Property::decode(&mut Reader::new(&b));
+        assert!(matches!(e, Err(DecodeError::TopicAliasInvalid(_))), "{e:?}");
     }
 
     fn block<P: PropertySet>(content: &[u8]) -> Result<P, DecodeError> {

@@ -56,11 +56,10 @@ impl Auth {
             REASONS.contains(&self.reason_code),
             "[MQTT-3.15.2-1] reason code not allowed in AUTH",
         );
-        if properties_len(&self.properties) > 0 {
+        // As for DISCONNECT: after a reason code, always the property length too.
+        if self.reason_code != ReasonCode::Success || properties_len(&self.properties) > 0 {
             s.u8(self.reason_code.as_u8());
             emit_properties(&self.properties, s);
-        } else if self.reason_code != ReasonCode::Success {
-            s.u8(self.reason_code.as_u8());
         }
     }
 }
@@ -94,7 +93,15 @@ mod tests {
                 properties: AuthProperties::default(),
             }),
             V5,
-            &[0xF0, 1, 0x19],
+            &[0xF0, 2, 0x19, 0],
+        );
+        // The short form without a property length is still accepted on decode.
+        assert_eq!(
+            decode(&[0xF0, 1, 0x19], V5),
+            Ok(Packet::Auth(Auth {
+                reason_code: ReasonCode::ReAuthenticate,
+                properties: AuthProperties::default(),
+            }))
         );
     }
 

@@ -1,7 +1,7 @@
 //! DISCONNECT (spec 3.1.1 section 3.14, 5.0 section 3.14). In 3.1.1 it has no body. In 5.0
 //! either side may send it with a reason code; a remaining length of 0 means Normal
-//! disconnection without properties and 1 a reason code without properties, and the encoder
-//! uses those short forms.
+//! disconnection without properties and 1 a reason code without properties. Both are decoded;
+//! the encoder writes only the first short form (see `emit`).
 
 use crate::packet::read_reason;
 use crate::property_codec::{decode_properties, emit_properties, properties_len};
@@ -86,11 +86,12 @@ impl Disconnect {
             REASONS.contains(&self.reason_code),
             "[MQTT-3.14.2-1] reason code not allowed in DISCONNECT",
         );
-        if properties_len(&self.properties) > 0 {
+        // The short form without a property length (remaining length 1 or 3) is valid, but
+        // several client libraries (rumqttc 0.25 among them) fail to read it; Mosquitto always
+        // writes the property length after a reason code, and so do we.
+        if self.reason_code != ReasonCode::Success || properties_len(&self.properties) > 0 {
             s.u8(self.reason_code.as_u8());
             emit_properties(&self.properties, s);
-        } else if self.reason_code != ReasonCode::Success {
-            s.u8(self.reason_code.as_u8());
         }
     }
 }
@@ -123,7 +124,7 @@ mod tests {
                 ReasonCode::DisconnectWithWillMessage,
             )),
             V5,
-            &[0xE0, 1, 0x04],
+            &[0xE0, 2, 0x04, 0],
         );
         let d = Disconnect {
             reason_code: ReasonCode::ServerMoved,

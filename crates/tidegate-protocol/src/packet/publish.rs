@@ -244,7 +244,11 @@ mod tests {
     fn v5_publish_property_rules() {
         // Topic alias 0.
         let e = decode(&[0x30, 7, 0, 1, b'a', 3, 0x23, 0, 0], V5);
-        assert!(matches!(e, Err(DecodeError::Protocol(m)) if m.contains("MQTT-3.3.2-8")));
+        assert!(matches!(e, Err(DecodeError::TopicAliasInvalid(m)) if m.contains("MQTT-3.3.2-8")));
+        assert_eq!(
+            e.map_err(|e| e.reason_code()),
+            Err(crate::ReasonCode::TopicAliasInvalid)
+        );
         // Payload format indicator 2.
         let e = decode(&[0x30, 6, 0, 1, b'a', 2, 0x01, 2], V5);
         assert!(matches!(e, Err(DecodeError::Protocol(_))), "{e:?}");

@@ -3,7 +3,8 @@
 //!
 //! In 5.0 the reason code and the property length may be left out: a remaining length of 2
 //! means Success without properties, 3 means a reason code without properties. The encoder
-//! uses these short forms too, so the common successful ack is four bytes as in 3.1.1.
+//! uses the first short form, so the common successful ack is four bytes as in 3.1.1, and
+//! always writes the property length after a non-success reason code (see `emit`).
 
 use crate::packet::{kind, read_packet_id, read_reason};
 use crate::property_codec::{decode_properties, emit_properties, properties_len};
@@ -91,11 +92,12 @@ impl PubResponse {
         }
         let (allowed, why) = rules(packet_type);
         s.check(allowed.contains(&self.reason_code), why);
-        if properties_len(&self.properties) > 0 {
+        // The short form without a property length (remaining length 1 or 3) is valid, but
+        // several client libraries (rumqttc 0.25 among them) fail to read it; Mosquitto always
+        // writes the property length after a reason code, and so do we.
+        if self.reason_code != ReasonCode::Success || properties_len(&self.properties) > 0 {
             s.u8(self.reason_code.as_u8());
             emit_properties(&self.properties, s);
-        } else if self.reason_code != ReasonCode::Success {
-            s.u8(self.reason_code.as_u8());
         }
     }
 }
@@ -136,14 +138,15 @@ mod tests {
             V5,
             &[0x40, 2, 0, 1],
         );
-        // A reason code without properties: 3-byte body.
+        // A reason code without properties: written with an empty property block (see `emit`),
+        // while the 3-byte form is still accepted on decode.
         assert_wire(
             &Packet::PubRec(PubResponse::with_reason(
                 id(1),
                 ReasonCode::NoMatchingSubscribers,
             )),
             V5,
-            &[0x50, 3, 0, 1, 0x10],
+            &[0x50, 4, 0, 1, 0x10, 0],
         );
         assert_wire(
             &Packet::PubComp(PubResponse::with_reason(
@@ -151,7 +154,14 @@ mod tests {
                 ReasonCode::PacketIdentifierNotFound,
             )),
             V5,
-            &[0x70, 3, 0, 1, 0x92],
+            &[0x70, 4, 0, 1, 0x92, 0],
+        );
+        assert_eq!(
+            decode(&[0x50, 3, 0, 1, 0x10], V5),
+            Ok(Packet::PubRec(PubResponse::with_reason(
+                id(1),
+                ReasonCode::NoMatchingSubscribers
+            )))
         );
         // With a reason string.
         let mut ack = PubResponse::success(id(1));
