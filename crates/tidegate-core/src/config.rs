@@ -1,5 +1,7 @@
 //! Limits and options of the session engine. The server's TOML `[limits]` section maps onto
-//! [`BrokerConfig`]; every limit here is enforced before memory is spent.
+//! [`BrokerConfig`]; every limit here is enforced before memory is spent. The server calls
+//! [`BrokerConfig::validate`] before building the broker, so the engine can rely on the values
+//! being announceable in a CONNACK (e.g. a Receive Maximum of 0 would be a protocol error).
 
 use std::time::Duration;
 
@@ -39,10 +41,12 @@ pub struct BrokerConfig {
     /// Topic aliases a v5 client may use towards us (announced in CONNACK). Default 64.
     pub topic_alias_maximum: u16,
     /// Upper bound on the session expiry interval a client may ask for, in seconds. Default
-    /// 7 days (u32::MAX would mean "never expires").
+    /// 7 days (u32::MAX would mean "never expires"). Also the expiry of a 3.1.1 session made
+    /// with Clean Session = 0, which the 3.1.1 protocol cannot bound (as EMQX does).
     pub max_session_expiry: u32,
     /// Keep alive imposed when a client asks for 0 or for more than this (v5 Server Keep Alive),
-    /// in seconds; `None` accepts the client's value. Default `None`.
+    /// in seconds; `None` accepts the client's value. Default `None`. MQTT 5 only: a 3.1.1
+    /// client cannot be told, so its own value is enforced.
     pub max_keep_alive: Option<u16>,
     /// Highest QoS granted. Default 2.
     pub max_qos: tidegate_protocol::QoS,
@@ -80,5 +84,81 @@ impl Default for BrokerConfig {
             subscription_identifiers: true,
             max_retained_messages: 1_000_000,
         }
+    }
+}
+
+/// A [`BrokerConfig`] value the engine cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A limit that must be at least 1 is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// `max_packet_size` is beyond the largest MQTT packet (268,435,460 bytes).
+    #[error("max_packet_size {0} exceeds the MQTT maximum of 268435460 bytes")]
+    PacketSizeTooLarge(u32),
+}
+
+/// The largest packet MQTT can frame: a 1-byte header, a 4-byte remaining length and
+/// 268,435,455 bytes of body.
+const MQTT_MAX_PACKET: u32 = 268_435_460;
+
+impl BrokerConfig {
+    /// Checks the values the engine announces or divides by: a zero Receive Maximum, Maximum
+    /// Packet Size or Server Keep Alive cannot be sent in a CONNACK, a zero inflight window
+    /// would stall every QoS 1/2 delivery, and a zero connect timeout would close every socket.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let non_zero = [
+            ("max_packet_size", self.max_packet_size == 0),
+            ("connect_timeout", self.connect_timeout.is_zero()),
+            ("max_inflight", self.max_inflight == 0),
+            ("receive_maximum", self.receive_maximum == 0),
+            ("max_topic_length", self.max_topic_length == 0),
+            ("max_topic_levels", self.max_topic_levels == 0),
+            ("max_keep_alive", self.max_keep_alive == Some(0)),
+        ];
+        if let Some((name, _)) = non_zero.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.max_packet_size > MQTT_MAX_PACKET {
+            return Err(ConfigError::PacketSizeTooLarge(self.max_packet_size));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(BrokerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_limits_and_oversized_packets_are_rejected() {
+        let c = BrokerConfig {
+            receive_maximum: 0,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("receive_maximum")));
+        let c = BrokerConfig {
+            max_keep_alive: Some(0),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max_keep_alive")));
+        let c = BrokerConfig {
+            max_inflight: 0,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max_inflight")));
+        let c = BrokerConfig {
+            max_packet_size: MQTT_MAX_PACKET + 1,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::PacketSizeTooLarge(MQTT_MAX_PACKET + 1))
+        );
     }
 }

@@ -24,6 +24,6 @@ pub mod queue;
 pub mod retained;
 pub mod router;
 
-pub use broker::{Broker, ConnId, ConnInfo, Output};
-pub use config::BrokerConfig;
+pub use broker::{Broker, ConnId, ConnInfo, Output, QosCounts, Stats};
+pub use config::{BrokerConfig, ConfigError, QueueDropPolicy};
 pub use message::Message;

@@ -1,0 +1,63 @@
+//! [`Conn`]: what the broker knows about one network connection. Before CONNECT only its
+//! deadline; after, the negotiated parameters of the MQTT connection (version, keep alive, the
+//! client's limits, topic alias tables, the will) and which session it is attached to.
+//!
+//! Place in the data flow: every event from the IO shell starts with a lookup here, by
+//! [`ConnId`](super::ConnId). Session state that must survive a reconnect lives in
+//! [`Session`](super::session::Session) instead; this record dies with the socket.
+
+use super::ConnInfo;
+use super::alias::{InboundAliases, OutboundAliases};
+use super::timers::TimerKey;
+use crate::router::SessionKey;
+use std::time::{Duration, Instant};
+use tidegate_protocol::{ProtocolVersion, Will};
+
+/// One network connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    /// Transport facts from the IO shell, kept for logs.
+    pub(super) info: ConnInfo,
+    /// Before or after CONNECT.
+    pub(super) phase: Phase,
+}
+
+/// Before or after a successful CONNECT.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Waiting for CONNECT; the timer closes the socket if it does not come.
+    Connecting {
+        /// The CONNECT-timeout entry (`None` only for a timeout beyond `Instant`'s range).
+        timer: Option<TimerKey>,
+    },
+    /// CONNACK sent. Boxed: a pending connection then costs a few words only.
+    Connected(Box<Connected>),
+}
+
+/// A connection after CONNACK.
+#[derive(Debug)]
+pub(super) struct Connected {
+    /// The session it is attached to.
+    pub(super) session: SessionKey,
+    /// Protocol version from CONNECT, deciding reason codes and properties.
+    pub(super) version: ProtocolVersion,
+    /// 1.5 × the effective keep alive [MQTT-3.1.2-24]; `None` when keep alive is 0.
+    pub(super) keep_alive_timeout: Option<Duration>,
+    /// When the last packet arrived.
+    pub(super) last_activity: Instant,
+    /// The keep-alive entry (re-armed lazily, see the timers module).
+    pub(super) keep_alive_timer: Option<TimerKey>,
+    /// The client's Receive Maximum (65,535 when absent or in 3.1.1).
+    pub(super) receive_maximum: u16,
+    /// The client's Maximum Packet Size, if it set one.
+    pub(super) max_packet_size: Option<u32>,
+    /// Aliases the client assigned.
+    pub(super) inbound_aliases: InboundAliases,
+    /// Aliases we assigned.
+    pub(super) outbound_aliases: OutboundAliases,
+    /// The will from CONNECT, dropped on DISCONNECT 0x00.
+    pub(super) will: Option<Box<Will>>,
+    /// The CONNECT carried a session expiry interval of 0 (or none): a DISCONNECT must not
+    /// raise it [MQTT-3.14.2-2].
+    pub(super) connect_expiry_zero: bool,
+}
