@@ -1,1 +1,29 @@
-fn main() {}
+//! The `tidegate` binary: parses the command line, loads the configuration, sets up logging
+//! and runs the server of [`tidegate_server`] until SIGINT or SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tidegate_server::cli::{Cli, Command, ServeArgs};
+use tidegate_server::{Server, logging, shutdown};
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    logging::init(&config.log)?;
+    // No authentication exists yet: say so loudly, every start.
+    tracing::warn!("anonymous access is enabled: any client may connect without credentials");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        server.serve(shutdown::os_signal()).await
+    })?;
+    Ok(())
+}

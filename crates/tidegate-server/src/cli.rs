@@ -1,0 +1,177 @@
+//! The command line: `tidegate serve [--config FILE] [--listen URL]... [--data-dir DIR]` and
+//! `tidegate --version`.
+//!
+//! Place in the data flow: the first step of start-up. The configuration is layered as the
+//! style notes ask: the file (named by `--config` or the `TIDEGATE_CONFIG` environment
+//! variable, else built-in defaults), then the flags, which replace what the file says:
+//! any `--listen` replaces *all* listeners of the file, so `tidegate serve --listen
+//! tcp://127.0.0.1:1884` never also opens the file's public port.
+
+use crate::config::{Config, ConfigError, ListenerConfig};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Tidegate, an MQTT 3.1.1 and 5.0 gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tidegate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `tidegate serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without one, MQTT over TCP on 0.0.0.0:1883.
+    #[arg(long, short = 'c', value_name = "FILE", env = "TIDEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listener URL such as tcp://127.0.0.1:1883; repeat for several. Replaces every listener
+    /// of the configuration file.
+    #[arg(long = "listen", value_name = "URL", value_parser = ListenerConfig::from_url)]
+    pub listen: Vec<ListenerConfig>,
+    /// Directory for persistent state; overrides `data_dir` of the file.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The configuration to run with: the file (or the defaults), the flags applied, validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let base = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let config = self.apply(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the flags to `config`.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if !self.listen.is_empty() {
+            config.listeners = self.listen.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenerKind;
+    use clap::CommandFactory;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["tidegate", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_flag_prints_the_version() {
+        let err = Cli::try_parse_from(["tidegate", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(err.to_string().contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn config_path_can_come_from_the_environment() {
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        let config = serve
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .unwrap();
+        assert_eq!(
+            config.get_env(),
+            Some(std::ffi::OsStr::new("TIDEGATE_CONFIG"))
+        );
+    }
+
+    #[test]
+    fn listen_repeats_and_replaces_the_file_listeners() {
+        let args = serve(&[
+            "--listen",
+            "tcp://127.0.0.1:1883",
+            "--listen",
+            "tcp://[::1]:1884",
+            "--data-dir",
+            "/tmp/tg",
+        ]);
+        assert_eq!(args.listen.len(), 2);
+        let file = Config::from_toml_str(
+            "data_dir = \"/var\"\n[[listeners]]\nkind = \"tcp\"\nbind = \"0.0.0.0:1883\"\n\
+             [limits]\nmax_qos = 1",
+        )
+        .unwrap();
+        let config = args.apply(file);
+        let binds: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.kind, l.bind.as_deref()))
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                (ListenerKind::Tcp, Some("127.0.0.1:1883")),
+                (ListenerKind::Tcp, Some("[::1]:1884"))
+            ]
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/tg"));
+        assert_eq!(config.limits.max_qos, 1, "other keys of the file are kept");
+    }
+
+    #[test]
+    fn no_flags_keep_the_file() {
+        let file =
+            Config::from_toml_str("[[listeners]]\nkind = \"tcp\"\nbind = \"1.2.3.4:5\"").unwrap();
+        assert_eq!(serve(&[]).apply(file.clone()), file);
+    }
+
+    #[test]
+    fn bad_listen_url_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["tidegate", "serve", "--listen", "127.0.0.1:1883"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn unsupported_kind_fails_validation_with_a_clear_message() {
+        let args = serve(&["--listen", "wss://0.0.0.0:8884"]);
+        let err = args.load_config().unwrap_err();
+        assert!(err.to_string().contains("not yet supported"), "{err}");
+    }
+
+    #[test]
+    fn load_config_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[shutdown]\ngrace_period_ms = 7").unwrap();
+        let path_arg = path.to_str().unwrap();
+        let config = serve(&["--config", path_arg]).load_config().unwrap();
+        assert_eq!(config.shutdown.grace_period_ms, 7);
+        let missing = dir.path().join("missing.toml");
+        let missing_arg = missing.to_str().unwrap();
+        assert!(matches!(
+            serve(&["-c", missing_arg]).load_config(),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,377 @@
+//! The engine task: the one owner of the sans-IO [`Broker`].
+//!
+//! Place in the data flow: `connection tasks --EngineEvent (one bounded mpsc)--> engine task
+//! --Broker--> Output --> Outbox of each connection`.
+//!
+//! The loop, in the call order the core documents:
+//! 1. wait (`select!`) for an event, the broker's next deadline (`poll_timeout`) or the stop
+//!    signal;
+//! 2. an event is fed with `handle_open` / `handle_packet` / `handle_decode_error` /
+//!    `handle_closed`; up to [`BATCH`] more already-queued events are fed with `try_recv` before
+//!    going on, so a busy engine pays the select and the output drain once per batch;
+//!    a due deadline is fed with `handle_timeout(now)`;
+//! 3. `poll_output` is drained: `Send` is pushed onto the target connection's [`Outbox`],
+//!    `Close` becomes a close order on it.
+//!
+//! The engine never waits for a connection: a push onto a full outbox drops a QoS 0 PUBLISH or
+//! closes the connection as a slow consumer (see [`crate::outbox`]); in the latter case the
+//! broker is told the connection closed, as if its socket had ended.
+//!
+//! `conns` is the set of connections the broker knows. Events from a connection that is not in
+//! it (the broker already closed it, but the task had read more before seeing the order) are
+//! discarded, so the broker never hears of a connection after it forgot it.
+//!
+//! On stop: `Broker::shutdown` (DISCONNECT 0x8B to v5 clients), the outputs are drained, and any
+//! connection still open is ordered closed after its queue is flushed; connections that open
+//! from then on are closed at once. The task ends when every sender of the event channel (the
+//! listeners and connection tasks) is gone.
+
+use crate::outbox::{CloseMode, Outbox, Push};
+use crate::stats::Stats;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tidegate_core::{Broker, ConnId, ConnInfo, Output};
+use tidegate_protocol::{DecodeError, Packet, ReasonCode, Utf8};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Events handled per wake-up before outputs are drained.
+pub(crate) const BATCH: usize = 64;
+
+/// Capacity of the event channel shared by all connections. When it is full, connection tasks
+/// wait to send, i.e. they stop reading their sockets: backpressure on publishers, never
+/// unbounded memory.
+pub(crate) const EVENT_QUEUE: usize = 4096;
+
+/// What a connection task tells the engine.
+// The Packet variant is large (a `Packet` is a few hundred bytes), but boxing it would cost an
+// allocation per inbound packet; the size only matters in the channel's slots, of which there
+// is one set for the whole server.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum EngineEvent {
+    /// A socket was accepted; always the first event of a connection.
+    Open {
+        /// The new connection.
+        conn: ConnId,
+        /// Its transport details.
+        info: ConnInfo,
+        /// Where its outbound packets go.
+        outbox: Arc<Outbox>,
+    },
+    /// A packet was decoded.
+    Packet {
+        /// From this connection.
+        conn: ConnId,
+        /// The packet.
+        packet: Packet,
+    },
+    /// The codec rejected the connection's bytes; the task reads no more.
+    DecodeError {
+        /// From this connection.
+        conn: ConnId,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The socket ended (EOF, IO error) without the engine ordering it.
+    Closed {
+        /// This connection.
+        conn: ConnId,
+    },
+}
+
+/// The state of the engine task.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    broker: Broker,
+    conns: HashMap<ConnId, Arc<Outbox>>,
+    max_outbound_queue: usize,
+    stats: Arc<Stats>,
+    shutting_down: bool,
+}
+
+impl Engine {
+    /// An engine around `broker`.
+    pub(crate) fn new(broker: Broker, max_outbound_queue: usize, stats: Arc<Stats>) -> Engine {
+        Engine {
+            broker,
+            conns: HashMap::new(),
+            max_outbound_queue,
+            stats,
+            shutting_down: false,
+        }
+    }
+
+    /// Feeds one event to the broker (outputs are drained by the caller).
+    pub(crate) fn handle_event(&mut self, now: Instant, event: EngineEvent) {
+        match event {
+            EngineEvent::Open { conn, info, outbox } => {
+                if self.shutting_down {
+                    outbox.close(CloseMode::Flush);
+                    return;
+                }
+                self.conns.insert(conn, outbox);
+                self.broker.handle_open(now, conn, info);
+            }
+            EngineEvent::Packet { conn, packet } => {
+                if self.conns.contains_key(&conn) {
+                    self.broker.handle_packet(now, conn, packet);
+                }
+            }
+            EngineEvent::DecodeError { conn, error } => {
+                if self.conns.contains_key(&conn) {
+                    self.broker.handle_decode_error(now, conn, &error);
+                }
+            }
+            EngineEvent::Closed { conn } => {
+                if self.conns.remove(&conn).is_some() {
+                    self.broker.handle_closed(now, conn);
+                }
+            }
+        }
+    }
+
+    /// Routes every pending broker output to the connections.
+    pub(crate) fn drain_outputs(&mut self, now: Instant) {
+        while let Some(output) = self.broker.poll_output() {
+            self.route(now, output);
+        }
+    }
+
+    fn route(&mut self, now: Instant, output: Output) {
+        match output {
+            Output::Send { conn, packet } => {
+                let Some(outbox) = self.conns.get(&conn) else {
+                    debug!(
+                        conn = conn.0,
+                        packet = packet.name(),
+                        "output for a closed connection"
+                    );
+                    return;
+                };
+                match outbox.push(packet, self.max_outbound_queue) {
+                    Push::Queued | Push::Closed => {}
+                    Push::DroppedQos0 => self.stats.count_qos0_dropped(),
+                    Push::Full => {
+                        warn!(
+                            conn = conn.0,
+                            queued = self.max_outbound_queue,
+                            "slow consumer: outbound queue full, closing the connection"
+                        );
+                        self.stats.count_slow_consumer();
+                        outbox.close(CloseMode::Abort);
+                        self.conns.remove(&conn);
+                        // Its socket is as good as gone: an abnormal disconnect for the broker
+                        // (the will is published); its later outputs for `conn` are ignored.
+                        self.broker.handle_closed(now, conn);
+                    }
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(outbox) = self.conns.remove(&conn) {
+                    outbox.close(CloseMode::Flush);
+                }
+            }
+        }
+    }
+
+    /// Fires the broker's due deadlines.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.broker.handle_timeout(now);
+    }
+
+    /// The broker's next deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.broker.poll_timeout()
+    }
+
+    /// Disconnects everyone (see the module docs) and closes new connections from now on.
+    pub(crate) fn shutdown(&mut self, now: Instant, server_reference: Option<Utf8>) {
+        self.shutting_down = true;
+        self.broker
+            .shutdown(now, ReasonCode::ServerShuttingDown, server_reference);
+        self.drain_outputs(now);
+        // The broker promises to close every connection on shutdown; closing whatever is left
+        // here keeps shutdown bounded even if it did not, without reordering anything it sent.
+        for (_, outbox) in self.conns.drain() {
+            outbox.close(CloseMode::Flush);
+        }
+    }
+
+    /// Connections the broker knows.
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// The engine task's loop (see the module docs).
+pub(crate) async fn run(
+    mut engine: Engine,
+    mut events: mpsc::Receiver<EngineEvent>,
+    stop: CancellationToken,
+    server_reference: Option<Utf8>,
+) {
+    // Without a broker deadline the sleep waits for a far instant that stays the same from turn
+    // to turn, so it is re-armed only when a deadline changes, not at every event.
+    let idle = Duration::from_secs(24 * 3600);
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
+    let sleep = tokio::time::sleep_until(idle_deadline);
+    tokio::pin!(sleep);
+    let mut server_reference = Some(server_reference);
+    loop {
+        let deadline = engine
+            .poll_timeout()
+            .map_or(idle_deadline, tokio::time::Instant::from_std);
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled(), if !engine.shutting_down => {
+                info!(connections = engine.conns.len(), "disconnecting every client");
+                engine.shutdown(Instant::now(), server_reference.take().flatten());
+            }
+            _ = &mut sleep => {
+                // A completed sleep must be re-armed: move the idle instant past now.
+                idle_deadline = tokio::time::Instant::now() + idle;
+                let now = Instant::now();
+                engine.handle_timeout(now);
+                engine.drain_outputs(now);
+            }
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let now = Instant::now();
+                engine.handle_event(now, event);
+                for _ in 0..BATCH {
+                    match events.try_recv() {
+                        Ok(event) => engine.handle_event(now, event),
+                        Err(_) => break,
+                    }
+                }
+                engine.drain_outputs(now);
+            }
+        }
+    }
+    debug!("engine stopped: every connection is gone");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::tests::publish;
+    use tidegate_core::BrokerConfig;
+    use tidegate_protocol::QoS;
+
+    fn engine(queue: usize) -> (Engine, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let broker = Broker::new(BrokerConfig::default());
+        (Engine::new(broker, queue, stats.clone()), stats)
+    }
+
+    fn open(engine: &mut Engine, id: u64) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new());
+        engine.handle_event(
+            Instant::now(),
+            EngineEvent::Open {
+                conn: ConnId(id),
+                info: ConnInfo::default(),
+                outbox: outbox.clone(),
+            },
+        );
+        outbox
+    }
+
+    fn send(conn: u64, packet: Packet) -> Output {
+        Output::Send {
+            conn: ConnId(conn),
+            packet,
+        }
+    }
+
+    #[test]
+    fn sends_and_closes_reach_the_outbox() {
+        let (mut engine, _) = engine(8);
+        let outbox = open(&mut engine, 1);
+        let now = Instant::now();
+        engine.route(now, send(1, Packet::PingResp));
+        engine.route(now, Output::Close { conn: ConnId(1) });
+        assert_eq!(engine.open_connections(), 0);
+        let batch = outbox.take();
+        assert_eq!(batch.packets.len(), 1);
+        assert_eq!(batch.close, Some(CloseMode::Flush));
+        // Outputs for a forgotten connection are ignored.
+        engine.route(now, send(1, Packet::PingResp));
+        engine.route(now, send(99, Packet::PingResp));
+    }
+
+    #[test]
+    fn full_outbox_drops_qos0_and_closes_slow_consumers() {
+        let (mut engine, stats) = engine(1);
+        let outbox = open(&mut engine, 1);
+        let now = Instant::now();
+        engine.route(now, send(1, publish(QoS::AtMostOnce)));
+        engine.route(now, send(1, publish(QoS::AtMostOnce)));
+        assert_eq!(stats.qos0_dropped(), 1);
+        assert_eq!(stats.slow_consumers_disconnected(), 0);
+        assert_eq!(engine.open_connections(), 1);
+        engine.route(now, send(1, publish(QoS::AtLeastOnce)));
+        assert_eq!(stats.slow_consumers_disconnected(), 1);
+        assert_eq!(engine.open_connections(), 0);
+        let batch = outbox.take();
+        assert_eq!(batch.close, Some(CloseMode::Abort));
+        assert!(batch.packets.is_empty());
+        // The task's own Closed event arrives later and is not passed on a second time.
+        engine.handle_event(now, EngineEvent::Closed { conn: ConnId(1) });
+        assert_eq!(engine.open_connections(), 0);
+    }
+
+    #[test]
+    fn closed_event_forgets_the_connection() {
+        let (mut engine, _) = engine(8);
+        open(&mut engine, 1);
+        open(&mut engine, 2);
+        engine.handle_event(Instant::now(), EngineEvent::Closed { conn: ConnId(1) });
+        assert_eq!(engine.open_connections(), 1);
+    }
+
+    #[test]
+    fn shutdown_closes_everyone_and_every_later_connection() {
+        let (mut engine, _) = engine(8);
+        let first = open(&mut engine, 1);
+        engine.shutdown(Instant::now(), None);
+        assert_eq!(first.take().close, Some(CloseMode::Flush));
+        let late = open(&mut engine, 2);
+        assert_eq!(late.take().close, Some(CloseMode::Flush));
+        assert_eq!(engine.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn task_ends_when_every_sender_is_gone() {
+        let (engine, _) = engine(8);
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(engine, rx, stop.clone(), None));
+        let outbox = Arc::new(Outbox::new());
+        tx.send(EngineEvent::Open {
+            conn: ConnId(1),
+            info: ConnInfo::default(),
+            outbox: outbox.clone(),
+        })
+        .await
+        .unwrap();
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), outbox.notified())
+            .await
+            .unwrap();
+        assert_eq!(outbox.take().close, Some(CloseMode::Flush));
+        assert!(!task.is_finished());
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

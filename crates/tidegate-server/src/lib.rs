@@ -1,0 +1,40 @@
+//! # tidegate-server
+//!
+//! The tokio IO shell of Tidegate: configuration, command line, listeners, one task per
+//! connection, one engine task owning the sans-IO [`tidegate_core::Broker`], graceful shutdown
+//! and logs. The `tidegate` binary is a thin `main` over this library, and tests start a server
+//! in-process with [`Server::bind`] and [`Server::serve`].
+//!
+//! Place in the data flow:
+//! ```text
+//! socket ──accept──▶ listener ──spawn──▶ connection task (one per socket)
+//!                                         │ bytes → Decoder → EngineEvent
+//!                                         ▼         (one bounded mpsc for all)
+//!                                      engine task: Broker::handle_* / handle_timeout
+//!                                         │ poll_output()
+//!                                         ▼
+//!                        Outbox of the target connection (bounded; QoS 0 dropped or
+//!                        slow consumer closed when full) → encode → one write per wake-up
+//! ```
+//! - [`config`] / [`cli`]: what to run, layered file → environment → flags, validated;
+//! - `listener`: accept loops, connection limits, connection ids;
+//! - `connection`: socket ⇄ codec ⇄ engine for one client, and its connect/disconnect log lines;
+//! - `engine`: the only owner of the broker, so the fan-out path takes no lock;
+//! - `outbox`: the per-connection outbound queue and its full-queue policy;
+//! - [`shutdown`]: signals and the bounded graceful shutdown;
+//! - [`logging`]: `tracing-subscriber` set-up.
+
+pub mod cli;
+pub mod config;
+mod connection;
+mod engine;
+mod listener;
+pub mod logging;
+mod outbox;
+mod server;
+pub mod shutdown;
+pub mod stats;
+
+pub use config::Config;
+pub use server::{Server, ServerError, run};
+pub use stats::Stats;
