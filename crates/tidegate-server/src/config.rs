@@ -203,12 +203,14 @@ pub enum ClientAuth {
 
 /// Which part of a client certificate becomes the client's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum IdentityFrom {
-    /// The subject's Common Name.
+    /// `"cn"`: the subject's Common Name.
     Cn,
-    /// The first Subject Alternative Name.
-    San,
+    /// `"san_dns"`: the first DNS Subject Alternative Name.
+    SanDns,
+    /// `"san_uri"`: the first URI Subject Alternative Name.
+    SanUri,
 }
 
 /// One `[[listeners]]` entry.
