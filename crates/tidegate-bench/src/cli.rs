@@ -1,0 +1,502 @@
+//! The command line: one subcommand per scenario, sharing the connection options.
+//!
+//! Place in the data flow: `main` parses [`Cli`], validates it, and hands the scenario its
+//! arguments; nothing below this module reads the command line. The hidden `--child` flag of
+//! `conn` is how the tool re-executes itself for `--processes`.
+
+use crate::payload::HEADER_LEN;
+use crate::source_addrs::SourceAddrs;
+use crate::target::Target;
+use crate::tls::TlsOptions;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use tidegate_protocol::{ProtocolVersion, QoS};
+
+/// tidegate-bench: load generator for MQTT brokers.
+#[derive(Debug, Parser)]
+#[command(name = "tidegate-bench", version, about, long_about = None)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// N publishers, each publishing to its own subscriber (N pairs, 2N connections).
+    Pairs(MessageArgs),
+    /// N publishers, one subscriber on a wildcard receiving all of them.
+    Fanin(MessageArgs),
+    /// One publisher, N subscribers each receiving every message.
+    Fanout(MessageArgs),
+    /// Open N idle connections at --conn-rate and hold them (memory per connection).
+    Conn(ConnArgs),
+    /// N persistent sessions disconnect at once, messages are queued for them, they reconnect:
+    /// time until every session is resumed and every queued message delivered.
+    Storm(StormArgs),
+    /// HTTP publish/subscribe load (not yet implemented).
+    Http(CommonArgs),
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Broker URL: tcp://host:port or unix:///path (overrides --host/--port).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Broker host (with --port) when --url is not given.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// MQTT protocol version: 3.1.1 or 5.
+    #[arg(long, default_value = "5", value_parser = parse_protocol)]
+    pub protocol: ProtocolVersion,
+    /// Keep alive in seconds (0 disables it).
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u16,
+    /// Number of connections: pairs / publishers (fanin) / subscribers (fanout) / idle
+    /// connections (conn) / sessions (storm).
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub connections: u32,
+    /// Connection attempts per second while setting up (0: as fast as possible, 64 at a time).
+    #[arg(long, default_value_t = 0)]
+    pub conn_rate: u64,
+    /// Bind client sockets to these addresses, round robin (e.g. 127.0.0.2-127.0.0.40).
+    #[arg(long, value_parser = parse_source_addrs)]
+    pub source_addrs: Option<SourceAddrsArg>,
+    /// Runtime worker threads (1: a single-threaded runtime, the cheapest).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Write the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Broker process to sample (RSS, CPU time) from /proc.
+    #[arg(long)]
+    pub target_pid: Option<u32>,
+    /// Client id prefix (default: tgb-<pid>).
+    #[arg(long)]
+    pub client_id_prefix: Option<String>,
+    /// Topic prefix (default: tgb/<pid>-<time>, fresh per run).
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+    /// User name for CONNECT.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password for CONNECT.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Timeout for connect + CONNACK and for SUBACK.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// TLS (tls://, wss://): PEM file of CA certificates to trust.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: client certificate chain (PEM), for brokers that require client certificates.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// TLS: private key of --cert (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// TLS: accept any server certificate (development brokers with self-signed certificates).
+    #[arg(long)]
+    pub insecure: bool,
+    /// TLS: name to verify the server certificate against (default: the URL's host).
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+/// Options of the message scenarios (pairs, fanin, fanout).
+#[derive(Debug, Clone, Args)]
+pub struct MessageArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// QoS of publications and subscriptions.
+    #[arg(long, default_value = "0", value_parser = parse_qos)]
+    pub qos: QoS,
+    /// Payload size in bytes (at least 16: the header).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages per second over all publishers, open loop (0: closed loop, as fast as
+    /// --window allows).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Closed loop: messages in flight per publisher (QoS 0: not yet received by its
+    /// subscriber; QoS 1/2: not yet acknowledged).
+    #[arg(long, default_value_t = 16)]
+    pub window: u32,
+    /// Open loop: publishers wake at most once per tick and send everything due (stamped with
+    /// its intended time). tokio's timers have 1 ms resolution; a coarser tick costs less CPU
+    /// and adds up to one tick of send lag, which the latency then shows.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// Measured time after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Time before measuring (messages are sent and checked but not timed).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// After the last send, how long to wait for outstanding deliveries and acks.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+}
+
+/// Options of `conn`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long to hold the connections once all are open.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Spread the connections over K processes (each this tool re-executed), to pass the
+    /// per-process open-files limit.
+    #[arg(long, default_value_t = 1)]
+    pub processes: u32,
+    /// Sample the broker's RSS when this many connections are open, e.g. 1000,19000: the
+    /// slope between the first and last is the memory per connection.
+    #[arg(long, value_delimiter = ',')]
+    pub rss_checkpoints: Vec<u64>,
+    /// Internal: run as a child of `--processes`, reporting JSON lines on stdout and holding
+    /// until stdin closes.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// Options of `storm`.
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// QoS of the queued messages and subscriptions.
+    #[arg(long, default_value = "1", value_parser = parse_qos)]
+    pub qos: QoS,
+    /// Payload size in bytes (at least 16).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages published to each session while it is offline.
+    #[arg(long, default_value_t = 10)]
+    pub messages: u32,
+    /// Publish rate while the sessions are offline (0: as fast as --window allows).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Unacknowledged publications in flight (closed loop). Keep it at or below the broker's
+    /// inflight limit in MQTT 3.1.1, which has no Receive Maximum to announce it (Mosquitto
+    /// silently drops QoS 2 messages beyond its 20).
+    #[arg(long, default_value_t = 16)]
+    pub window: u32,
+    /// Open loop: publishers wake at most once per tick and send everything due (stamped with
+    /// its intended time). tokio's timers have 1 ms resolution; a coarser tick costs less CPU
+    /// and adds up to one tick of send lag, which the latency then shows.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// MQTT 5 Session Expiry Interval of the sessions, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub session_expiry: u32,
+    /// Give up waiting for resumption and delivery after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain: Duration,
+}
+
+/// A parsed `--source-addrs`, kept as text too so children can be given the same value.
+#[derive(Debug, Clone)]
+pub struct SourceAddrsArg {
+    /// The original spec.
+    pub spec: String,
+}
+
+impl SourceAddrsArg {
+    /// The address list.
+    pub fn addrs(&self) -> SourceAddrs {
+        // Validated by `parse_source_addrs` when the command line was read.
+        SourceAddrs::parse(&self.spec).unwrap_or_else(|e| unreachable!("validated spec: {e}"))
+    }
+}
+
+/// Why the options cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    /// A value out of range or a bad combination.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> CliError {
+    CliError::Invalid(msg.into())
+}
+
+impl CommonArgs {
+    /// The broker address.
+    pub fn target(&self) -> Result<Target, CliError> {
+        match &self.url {
+            Some(url) => Target::parse_url(url).map_err(|e| invalid(e.to_string())),
+            None => Ok(Target::tcp(&self.host, self.port)),
+        }
+    }
+
+    /// The TLS options.
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.ca_file.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure: self.insecure,
+            server_name: self.server_name.clone(),
+        }
+    }
+
+    /// Checks ranges shared by every scenario.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.target()?;
+        if self.connections == 0 {
+            return Err(invalid("--connections must be at least 1"));
+        }
+        if self.threads == 0 {
+            return Err(invalid("--threads must be at least 1"));
+        }
+        if self.source_addrs.is_some() && matches!(self.target()?, Target::Unix { .. }) {
+            return Err(invalid("--source-addrs applies to tcp only"));
+        }
+        Ok(())
+    }
+}
+
+impl MessageArgs {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.common.validate()?;
+        check_payload(self.payload)?;
+        if self.window == 0 {
+            return Err(invalid("--window must be at least 1"));
+        }
+        if self.duration.is_zero() {
+            return Err(invalid("--duration must be positive"));
+        }
+        Ok(())
+    }
+}
+
+impl ConnArgs {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.common.validate()?;
+        if self.processes == 0 {
+            return Err(invalid("--processes must be at least 1"));
+        }
+        if self.processes > self.common.connections {
+            return Err(invalid("--processes cannot exceed --connections"));
+        }
+        if self
+            .rss_checkpoints
+            .iter()
+            .any(|c| *c == 0 || *c > u64::from(self.common.connections))
+        {
+            return Err(invalid("--rss-checkpoints must lie in 1..=--connections"));
+        }
+        if self.rss_checkpoints.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("--rss-checkpoints must be increasing"));
+        }
+        Ok(())
+    }
+}
+
+impl StormArgs {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.common.validate()?;
+        check_payload(self.payload)?;
+        if self.messages == 0 {
+            return Err(invalid("--messages must be at least 1"));
+        }
+        if self.window == 0 {
+            return Err(invalid("--window must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn check_payload(p: usize) -> Result<(), CliError> {
+    if p < HEADER_LEN {
+        return Err(invalid(format!(
+            "--payload must be at least {HEADER_LEN} bytes (the timestamp/sequence header)"
+        )));
+    }
+    if p > 256 * 1024 * 1024 {
+        return Err(invalid(
+            "--payload must be below 256 MiB (MQTT's packet limit)",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `3.1.1` (also `311`, `4`) or `5` (also `5.0`).
+pub fn parse_protocol(s: &str) -> Result<ProtocolVersion, String> {
+    match s.trim().trim_start_matches(['v', 'V']) {
+        "3.1.1" | "311" | "4" => Ok(ProtocolVersion::V311),
+        "5" | "5.0" => Ok(ProtocolVersion::V5),
+        other => Err(format!("unknown protocol {other:?} (expected 3.1.1 or 5)")),
+    }
+}
+
+/// Parses `0`, `1` or `2`.
+pub fn parse_qos(s: &str) -> Result<QoS, String> {
+    s.trim()
+        .parse::<u8>()
+        .ok()
+        .and_then(QoS::from_u8)
+        .ok_or_else(|| format!("QoS must be 0, 1 or 2, not {s:?}"))
+}
+
+/// Parses a duration: `10` (seconds), `10s`, `1.5s`, `500ms`, `2m`, `100us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit.trim() {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad duration {s:?}"))
+}
+
+/// Validates a `--source-addrs` spec.
+pub fn parse_source_addrs(s: &str) -> Result<SourceAddrsArg, String> {
+    SourceAddrs::parse(s).map_err(|e| e.to_string())?;
+    Ok(SourceAddrsArg {
+        spec: s.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tidegate-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn protocols_and_qos() {
+        assert_eq!(parse_protocol("3.1.1"), Ok(ProtocolVersion::V311));
+        assert_eq!(parse_protocol("v5"), Ok(ProtocolVersion::V5));
+        assert!(parse_protocol("3.1").is_err());
+        assert_eq!(parse_qos("2"), Ok(QoS::ExactlyOnce));
+        assert!(parse_qos("3").is_err());
+    }
+
+    #[test]
+    fn pairs_command_line() {
+        let cli = parse(&[
+            "pairs",
+            "--url",
+            "tcp://127.0.0.1:18830",
+            "-n",
+            "10",
+            "--qos",
+            "1",
+            "--rate",
+            "50000",
+            "--protocol",
+            "3.1.1",
+            "--duration",
+            "5s",
+            "--source-addrs",
+            "127.0.0.2-127.0.0.3",
+        ])
+        .unwrap();
+        let Scenario::Pairs(m) = cli.scenario else {
+            panic!("not pairs")
+        };
+        m.validate().unwrap();
+        assert_eq!(m.common.connections, 10);
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        assert_eq!(m.rate, 50_000);
+        assert_eq!(m.common.protocol, ProtocolVersion::V311);
+        assert_eq!(
+            m.common.target().unwrap().to_string(),
+            "tcp://127.0.0.1:18830"
+        );
+        assert_eq!(m.common.source_addrs.unwrap().addrs().addrs().len(), 2);
+    }
+
+    #[test]
+    fn small_payload_is_refused() {
+        let cli = parse(&["fanin", "--payload", "8"]).unwrap();
+        let Scenario::Fanin(m) = cli.scenario else {
+            panic!("not fanin")
+        };
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn conn_checkpoints() {
+        let cli = parse(&[
+            "conn",
+            "-n",
+            "20000",
+            "--processes",
+            "2",
+            "--rss-checkpoints",
+            "1000,19000",
+        ])
+        .unwrap();
+        let Scenario::Conn(c) = cli.scenario else {
+            panic!("not conn")
+        };
+        c.validate().unwrap();
+        assert_eq!(c.rss_checkpoints, vec![1000, 19000]);
+        let bad = parse(&["conn", "-n", "100", "--rss-checkpoints", "50,10"]).unwrap();
+        let Scenario::Conn(c) = bad.scenario else {
+            panic!("not conn")
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bad_source_addrs_fail_at_parse_time() {
+        assert!(parse(&["pairs", "--source-addrs", "127.0.0.9-127.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn source_addrs_with_unix_is_refused() {
+        let cli = parse(&[
+            "pairs",
+            "--url",
+            "unix:///tmp/x",
+            "--source-addrs",
+            "127.0.0.2",
+        ])
+        .unwrap();
+        let Scenario::Pairs(m) = cli.scenario else {
+            panic!("not pairs")
+        };
+        assert!(m.validate().is_err());
+    }
+}
