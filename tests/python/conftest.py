@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import VERSIONS, Broker, Peer, version_id
+from pki import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,8 +38,10 @@ def start_broker(tidegate_bin, request):
     output is printed when the test failed."""
     brokers: list[Broker] = []
 
-    def start(config: str | None = None) -> Broker:
-        broker = Broker(tidegate_bin, config)
+    def start(
+        config: str | None = None, listeners: str | None = None, args: list[str] | None = None
+    ) -> Broker:
+        broker = Broker(tidegate_bin, config, listeners, args)
         brokers.append(broker)
         return broker
 
@@ -74,3 +77,10 @@ def peers():
 @pytest.fixture(params=VERSIONS, ids=version_id)
 def version(request) -> int:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    """A test CA, a server certificate for localhost and client certificates, made with the
+    `openssl` command line at test time."""
+    return Pki(tmp_path_factory.mktemp("pki"))

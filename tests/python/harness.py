@@ -48,7 +48,16 @@ def free_port() -> int:
 class Broker:
     """A `tidegate serve` process owned by one test."""
 
-    def __init__(self, binary: Path, config: str | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        config: str | None = None,
+        listeners: str | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        """`listeners` (TOML `[[listeners]]` entries) are served beside a tcp listener on
+        `self.port`, from the config file instead of `--listen` (which would replace them);
+        `args` are extra `tidegate serve` flags."""
         self.dir = tempfile.TemporaryDirectory(prefix="tidegate-py-")
         self.log_path = Path(self.dir.name) / "tidegate.log"
         last_error = ""
@@ -56,17 +65,22 @@ class Broker:
         # the start fails and is retried on a new port.
         for _ in range(3):
             self.port = free_port()
-            args = [str(binary), "serve"]
-            if config is not None:
+            argv = [str(binary), "serve", *(args or [])]
+            text = config
+            if listeners is not None:
+                own = f'[[listeners]]\nkind = "tcp"\nbind = "127.0.0.1:{self.port}"\n'
+                text = (config or "") + "\n" + own + listeners
+            if text is not None:
                 config_path = Path(self.dir.name) / "tidegate.toml"
-                config_path.write_text(config)
-                args += ["--config", str(config_path)]
-            args += ["--listen", f"tcp://127.0.0.1:{self.port}"]
+                config_path.write_text(text)
+                argv += ["--config", str(config_path)]
+            if listeners is None:
+                argv += ["--listen", f"tcp://127.0.0.1:{self.port}"]
             env = dict(os.environ)
             env.setdefault("RUST_LOG", "info")
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    args,
+                    argv,
                     cwd=self.dir.name,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -131,7 +145,13 @@ class Peer:
         session_expiry: int | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
         will_properties: Properties | None = None,
+        port: int | None = None,
+        transport: str = "tcp",
+        tls: dict | None = None,
     ) -> None:
+        """`port`, `transport` ("tcp" or "websockets", path /mqtt) and `tls` (keyword arguments
+        of paho's `tls_set`: ca_certs, certfile, keyfile) select another listener than the
+        broker's plain TCP one; with TLS the host is `localhost`, the name in its certificate."""
         if client_id is None:
             Peer._next += 1
             client_id = f"py-{os.getpid()}-{Peer._next}"
@@ -147,8 +167,15 @@ class Peer:
             client_id=client_id,
             protocol=version,
             reconnect_on_failure=False,
+            transport=transport,
             **kwargs,
         )
+        self.port = port if port is not None else broker.port
+        self.host = "localhost" if tls is not None else "127.0.0.1"
+        if transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        if tls is not None:
+            self.client.tls_set(**tls)
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos, retain, properties=will_properties)
@@ -190,7 +217,7 @@ class Peer:
             if user_properties:
                 props.UserProperty = user_properties
         self.client.connect(
-            "127.0.0.1", self.broker.port, keepalive=30, clean_start=clean_start, properties=props
+            self.host, self.port, keepalive=30, clean_start=clean_start, properties=props
         )
         self.client.loop_start()
         assert self.connected.wait(RECV_TIMEOUT), "no CONNACK"

@@ -58,6 +58,9 @@ struct Broker {
     child: Option<Child>,
     /// A Unix socket file to remove afterwards.
     socket: Option<PathBuf>,
+    /// The broker's own data directory, so parallel brokers never share a store (and nothing
+    /// is left in the source tree); removed on drop, after the child is killed.
+    _data_dir: tempfile::TempDir,
 }
 
 impl Drop for Broker {
@@ -97,6 +100,7 @@ fn broker_via(via: Via) -> Broker {
             url,
             child: None,
             socket: None,
+            _data_dir: tempfile::tempdir().expect("temporary data dir"),
         };
     }
     let exe = tidegate_exe();
@@ -127,8 +131,17 @@ fn broker_via(via: Via) -> Broker {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
     let mut child = Command::new(&exe)
-        .args(["serve", "--listen", &listen, "--listen", &probe])
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--listen",
+            &probe,
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,6 +153,7 @@ fn broker_via(via: Via) -> Broker {
                 url,
                 child: Some(child),
                 socket,
+                _data_dir: data_dir,
             };
         }
         if let Ok(Some(status)) = child.try_wait() {

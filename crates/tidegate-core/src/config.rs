@@ -60,6 +60,10 @@ pub struct BrokerConfig {
     pub subscription_identifiers: bool,
     /// Most retained messages held. Default 1,000,000.
     pub max_retained_messages: usize,
+    /// With persistence: queued messages of a persistent session kept in memory; the rest of
+    /// its queue stays in the store and is loaded as this window drains (an offline session
+    /// keeps none). Default 128. Ignored without persistence (everything is in memory).
+    pub queue_memory_window: usize,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +87,7 @@ impl Default for BrokerConfig {
             shared_subscriptions: true,
             subscription_identifiers: true,
             max_retained_messages: 1_000_000,
+            queue_memory_window: 128,
         }
     }
 }

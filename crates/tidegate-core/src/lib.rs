@@ -24,6 +24,10 @@ pub mod queue;
 pub mod retained;
 pub mod router;
 
-pub use broker::{Broker, ConnId, ConnInfo, Output, QosCounts, Stats};
+pub use broker::{
+    BatchId, Broker, ConnId, ConnInfo, Output, QosCounts, RestoreReport, Stats, StoreBatch,
+};
 pub use config::{BrokerConfig, ConfigError, QueueDropPolicy};
 pub use message::Message;
+/// The store records and operations the broker emits and restores from.
+pub use tidegate_store as store;

@@ -7,7 +7,8 @@
 //! any `--listen` replaces *all* listeners of the file, so `tidegate serve --listen
 //! tcp://127.0.0.1:1884` never also opens the file's public port.
 
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
+use crate::dev_cert;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -40,7 +41,20 @@ pub struct ServeArgs {
     /// Directory for persistent state; overrides `data_dir` of the file.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Development mode: make a local CA and a localhost certificate in the data directory
+    /// (first start only) for every TLS/WSS listener without `cert`/`key`; without a file or
+    /// `--listen`, listen on tcp :1883, tls :8883, ws :8083 and wss :8084.
+    #[arg(long)]
+    pub dev: bool,
 }
+
+/// The listeners of `tidegate serve --dev` without a configuration file or `--listen`.
+pub const DEV_LISTENERS: [(ListenerKind, &str); 4] = [
+    (ListenerKind::Tcp, "0.0.0.0:1883"),
+    (ListenerKind::Tls, "0.0.0.0:8883"),
+    (ListenerKind::Ws, "0.0.0.0:8083"),
+    (ListenerKind::Wss, "0.0.0.0:8084"),
+];
 
 impl ServeArgs {
     /// The configuration to run with: the file (or the defaults), the flags applied, validated.
@@ -49,9 +63,37 @@ impl ServeArgs {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
-        let config = self.apply(base);
+        let mut config = self.apply(base);
+        if self.dev {
+            self.apply_dev(&mut config)?;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// `--dev`: the development listeners (when nothing else names any) and certificates.
+    fn apply_dev(&self, config: &mut Config) -> Result<(), ConfigError> {
+        if self.config.is_none() && self.listen.is_empty() {
+            config.listeners = DEV_LISTENERS
+                .iter()
+                .map(|(kind, bind)| ListenerConfig::new(*kind, bind))
+                .collect();
+        }
+        let needs_certs =
+            |l: &ListenerConfig| l.kind.uses_tls() && l.cert.is_none() && l.key.is_none();
+        if !config.listeners.iter().any(needs_certs) {
+            return Ok(());
+        }
+        let certs =
+            dev_cert::ensure(&config.data_dir).map_err(|e| ConfigError::DevCertificates {
+                dir: dev_cert::dir(&config.data_dir),
+                reason: e.to_string(),
+            })?;
+        for listener in config.listeners.iter_mut().filter(|l| needs_certs(l)) {
+            listener.cert = Some(certs.cert.clone());
+            listener.key = Some(certs.key.clone());
+        }
+        Ok(())
     }
 
     /// Applies the flags to `config`.
@@ -69,7 +111,6 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ListenerKind;
     use clap::CommandFactory;
 
     fn serve(args: &[&str]) -> ServeArgs {
@@ -154,9 +195,44 @@ mod tests {
 
     #[test]
     fn unsupported_kind_fails_validation_with_a_clear_message() {
-        let args = serve(&["--listen", "wss://0.0.0.0:8884"]);
+        let args = serve(&["--listen", "http://0.0.0.0:8080"]);
         let err = args.load_config().unwrap_err();
         assert!(err.to_string().contains("not yet supported"), "{err}");
+    }
+
+    #[test]
+    fn dev_makes_certificates_and_tls_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let config = serve(&["--dev", "--data-dir", data]).load_config().unwrap();
+        let kinds: Vec<_> = config.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ListenerKind::Tcp,
+                ListenerKind::Tls,
+                ListenerKind::Ws,
+                ListenerKind::Wss
+            ]
+        );
+        let cert = dev_cert::dir(dir.path()).join("server.pem");
+        assert_eq!(config.listeners[1].cert.as_deref(), Some(cert.as_path()));
+        assert!(cert.is_file());
+        assert!(dev_cert::dir(dir.path()).join("ca.pem").is_file());
+        // --listen keeps its listeners; a TLS one still gets the development pair.
+        let config = serve(&["--dev", "--data-dir", data, "--listen", "tls://127.0.0.1:0"])
+            .load_config()
+            .unwrap();
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].cert.as_deref(), Some(cert.as_path()));
+        // Without --dev a TLS listener needs its files.
+        let err = serve(&["--listen", "tls://127.0.0.1:0"])
+            .load_config()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::MissingListenerKey { key: "cert", .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,12 +11,18 @@
 //! cannot express (ranges, listener kinds this build can run, a bind address with a port).
 //! The key names here are a user contract: new keys may appear, existing ones keep working.
 
+mod listener;
+mod storage;
+
+pub use listener::{
+    ClientAuth, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_WS_PATH, IdentityFrom, IdentityUse,
+    ListenerConfig, ListenerKind,
+};
+pub use storage::{DEFAULT_FSYNC_INTERVAL_MS, FsyncPolicy, Persistence, StorageConfig};
+
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 use tidegate_core::BrokerConfig;
 use tidegate_core::config::QueueDropPolicy;
@@ -35,6 +41,13 @@ const MAX_MQTT_PACKET_SIZE: u32 = 268_435_460;
 pub struct Config {
     /// Directory for persistent state (the embedded disk store). Default `./data`.
     pub data_dir: PathBuf,
+    /// `"disk"` (default): sessions, queues and retained messages in the embedded store under
+    /// `data_dir`; `"memory"`: nothing survives a restart.
+    pub persistence: Persistence,
+    /// `"always"` (default), `"interval"` or `"never"`: see [`FsyncPolicy`].
+    pub fsync: FsyncPolicy,
+    /// Period of `fsync = "interval"`, in milliseconds.
+    pub fsync_interval_ms: u64,
     /// The sockets to accept clients on. Default: one MQTT TCP listener on `0.0.0.0:1883`.
     pub listeners: Vec<ListenerConfig>,
     /// Protocol and resource limits.
@@ -49,6 +62,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
+            persistence: Persistence::Disk,
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
             listeners: vec![ListenerConfig::new(ListenerKind::Tcp, DEFAULT_TCP_BIND)],
             limits: Limits::default(),
             shutdown: ShutdownConfig::default(),
@@ -70,6 +86,15 @@ impl Config {
         })
     }
 
+    /// The storage settings (`persistence`, `fsync`, `fsync_interval_ms`).
+    pub fn storage(&self) -> StorageConfig {
+        StorageConfig {
+            persistence: self.persistence,
+            fsync: self.fsync,
+            fsync_interval: Duration::from_millis(self.fsync_interval_ms),
+        }
+    }
+
     /// Parses configuration text; every missing key takes its default.
     pub fn from_toml_str(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
@@ -81,6 +106,12 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::EmptyDataDir);
         }
+        storage::validate_interval(self.fsync_interval_ms).map_err(|reason| {
+            ConfigError::InvalidLimit {
+                key: "fsync_interval_ms",
+                reason,
+            }
+        })?;
         if self.listeners.is_empty() {
             return Err(ConfigError::NoListeners);
         }
@@ -107,287 +138,6 @@ impl Config {
         self.log.validate()?;
         Ok(())
     }
-}
-
-/// The transport a listener speaks; it is also the scheme of a `--listen` URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerKind {
-    /// MQTT over plain TCP.
-    Tcp,
-    /// MQTT over TLS.
-    Tls,
-    /// MQTT over WebSocket.
-    Ws,
-    /// MQTT over WebSocket over TLS.
-    Wss,
-    /// MQTT over a Unix domain socket (`path` instead of `bind`).
-    Unix,
-    /// The HTTP API (REST publish, SSE, admin).
-    Http,
-    /// The HTTP API over TLS.
-    Https,
-}
-
-impl ListenerKind {
-    /// Every kind, in the order of the documentation.
-    pub const ALL: [ListenerKind; 7] = [
-        ListenerKind::Tcp,
-        ListenerKind::Tls,
-        ListenerKind::Ws,
-        ListenerKind::Wss,
-        ListenerKind::Unix,
-        ListenerKind::Http,
-        ListenerKind::Https,
-    ];
-
-    /// The name used in the file and as URL scheme.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenerKind::Tcp => "tcp",
-            ListenerKind::Tls => "tls",
-            ListenerKind::Ws => "ws",
-            ListenerKind::Wss => "wss",
-            ListenerKind::Unix => "unix",
-            ListenerKind::Http => "http",
-            ListenerKind::Https => "https",
-        }
-    }
-
-    /// Whether this build can run a listener of this kind (only `tcp` today).
-    pub fn is_supported(self) -> bool {
-        self == ListenerKind::Tcp
-    }
-
-    /// Unix listeners take a filesystem `path`; every other kind a `bind` address.
-    fn uses_path(self) -> bool {
-        self == ListenerKind::Unix
-    }
-
-    /// Whether the TLS keys (`cert`, `key`, `client_ca`, ...) make sense for this kind.
-    fn uses_tls(self) -> bool {
-        matches!(
-            self,
-            ListenerKind::Tls | ListenerKind::Wss | ListenerKind::Https
-        )
-    }
-}
-
-impl fmt::Display for ListenerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ListenerKind {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<ListenerKind, ConfigError> {
-        ListenerKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| ConfigError::UnknownListenerKind(s.to_owned()))
-    }
-}
-
-/// Whether a TLS listener asks clients for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// Never ask.
-    None,
-    /// Ask, accept clients without one.
-    Optional,
-    /// Refuse clients without a valid certificate.
-    Required,
-}
-
-/// Which part of a client certificate becomes the client's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityFrom {
-    /// `"cn"`: the subject's Common Name.
-    Cn,
-    /// `"san_dns"`: the first DNS Subject Alternative Name.
-    SanDns,
-    /// `"san_uri"`: the first URI Subject Alternative Name.
-    SanUri,
-}
-
-/// One `[[listeners]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// The transport.
-    pub kind: ListenerKind,
-    /// Name in logs and metrics; defaults to `"<kind>:<bind>"` (or `"unix:<path>"`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `HOST:PORT` to bind, for every kind but `unix`.
-    #[serde(default)]
-    pub bind: Option<String>,
-    /// Socket path, for `unix` only.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Connections this listener holds at once; beyond it new sockets are closed at once.
-    /// Unset: only the global `limits.max_connections` applies.
-    #[serde(default)]
-    pub max_connections: Option<usize>,
-    /// PEM certificate chain (TLS kinds).
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// PEM private key (TLS kinds).
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// PEM CA bundle used to verify client certificates (TLS kinds).
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-    /// Whether clients must present a certificate (TLS kinds).
-    #[serde(default)]
-    pub client_auth: Option<ClientAuth>,
-    /// Which certificate field names the client (TLS kinds).
-    #[serde(default)]
-    pub identity_from: Option<IdentityFrom>,
-}
-
-impl ListenerConfig {
-    /// A listener of `kind` on `address`: a `bind` address, or the `path` of a unix listener.
-    pub fn new(kind: ListenerKind, address: &str) -> ListenerConfig {
-        let (bind, path) = if kind.uses_path() {
-            (None, Some(PathBuf::from(address)))
-        } else {
-            (Some(address.to_owned()), None)
-        };
-        ListenerConfig {
-            kind,
-            name: None,
-            bind,
-            path,
-            max_connections: None,
-            cert: None,
-            key: None,
-            client_ca: None,
-            client_auth: None,
-            identity_from: None,
-        }
-    }
-
-    /// Parses a `--listen` URL: `KIND://HOST:PORT`, or `unix://PATH` (so `unix:///run/x.sock`
-    /// is the absolute path `/run/x.sock`).
-    pub fn from_url(url: &str) -> Result<ListenerConfig, ConfigError> {
-        let invalid = |reason: &'static str| ConfigError::InvalidListenUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("expected KIND://ADDRESS, e.g. tcp://0.0.0.0:1883"))?;
-        let kind: ListenerKind = scheme.parse()?;
-        if rest.is_empty() {
-            return Err(invalid("missing address after ://"));
-        }
-        if !kind.uses_path() && rest.contains('/') {
-            return Err(invalid("expected HOST:PORT without a path"));
-        }
-        let listener = ListenerConfig::new(kind, rest);
-        if let Some(bind) = &listener.bind {
-            check_bind(bind).map_err(invalid)?;
-        }
-        Ok(listener)
-    }
-
-    /// The listener's name: the configured one, else `"<kind>:<address>"`.
-    pub fn name(&self) -> String {
-        if let Some(name) = &self.name {
-            return name.clone();
-        }
-        match (&self.bind, &self.path) {
-            (Some(bind), _) => format!("{}:{bind}", self.kind),
-            (None, Some(path)) => format!("{}:{}", self.kind, path.display()),
-            (None, None) => self.kind.to_string(),
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let listener = self.name();
-        if listener.is_empty() {
-            return Err(ConfigError::EmptyListenerName);
-        }
-        let (needed, needed_key, unwanted_key) = if self.kind.uses_path() {
-            (
-                self.path.is_some(),
-                "path",
-                self.bind.is_some().then_some("bind"),
-            )
-        } else {
-            (
-                self.bind.is_some(),
-                "bind",
-                self.path.is_some().then_some("path"),
-            )
-        };
-        if !needed {
-            return Err(ConfigError::MissingListenerKey {
-                listener,
-                kind: self.kind,
-                key: needed_key,
-            });
-        }
-        if let Some(key) = unwanted_key {
-            return Err(ConfigError::UnexpectedListenerKey {
-                listener,
-                kind: self.kind,
-                key,
-            });
-        }
-        if !self.kind.uses_tls() {
-            let tls_key = [
-                ("cert", self.cert.is_some()),
-                ("key", self.key.is_some()),
-                ("client_ca", self.client_ca.is_some()),
-                ("client_auth", self.client_auth.is_some()),
-                ("identity_from", self.identity_from.is_some()),
-            ]
-            .into_iter()
-            .find_map(|(key, set)| set.then_some(key));
-            if let Some(key) = tls_key {
-                return Err(ConfigError::UnexpectedListenerKey {
-                    listener,
-                    kind: self.kind,
-                    key,
-                });
-            }
-        }
-        if let Some(bind) = &self.bind {
-            check_bind(bind).map_err(|reason| ConfigError::InvalidBind {
-                listener: listener.clone(),
-                bind: bind.clone(),
-                reason,
-            })?;
-        }
-        if self.max_connections == Some(0) {
-            return Err(ConfigError::InvalidLimit {
-                key: "listeners.max_connections",
-                reason: "must be at least 1",
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A bind address is an IP socket address or `HOST:PORT` (resolved when binding).
-fn check_bind(bind: &str) -> Result<(), &'static str> {
-    if bind.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    let (host, port) = bind
-        .rsplit_once(':')
-        .ok_or("expected HOST:PORT, e.g. 0.0.0.0:1883")?;
-    if host.is_empty() {
-        return Err("missing host before the port, e.g. 0.0.0.0:1883");
-    }
-    port.parse::<u16>()
-        .map(|_| ())
-        .map_err(|_| "the port must be a number from 0 to 65535")
 }
 
 /// What is dropped when a session's queue is full (TOML `queue_drop_policy`).
@@ -686,7 +436,9 @@ pub enum ConfigError {
     #[error("unknown listener kind {0:?} (expected tcp, tls, ws, wss, unix, http or https)")]
     UnknownListenerKind(String),
     /// A listener kind this build cannot run yet.
-    #[error("listener {listener}: kind \"{kind}\" is not yet supported (only tcp is)")]
+    #[error(
+        "listener {listener}: kind \"{kind}\" is not yet supported (tcp, tls, ws, wss and unix are)"
+    )]
     UnsupportedListener {
         /// The listener's name.
         listener: String,
@@ -722,6 +474,24 @@ pub enum ConfigError {
         bind: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A listener option with a value it cannot take.
+    #[error("listener {listener}: `{key}` {reason}")]
+    InvalidListenerValue {
+        /// The listener's name.
+        listener: String,
+        /// The key at fault.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `--dev` could not create or read its development certificates.
+    #[error("--dev: cannot prepare the development certificates in {}: {reason}", dir.display())]
+    DevCertificates {
+        /// The directory they live in.
+        dir: PathBuf,
+        /// What failed.
+        reason: String,
     },
     /// A `--listen` URL that cannot be parsed.
     #[error("invalid listen URL {url:?}: {reason}")]
@@ -861,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_listener_of_the_architecture_notes_parses_but_is_not_supported_yet() {
+    fn tls_listener_of_the_architecture_notes_validates() {
         let config = parse(
             r#"
             [[listeners]]
@@ -878,34 +648,33 @@ mod tests {
             "#,
         );
         assert_eq!(config.listeners[1].client_auth, Some(ClientAuth::Required));
-        let err = config.validate().unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::UnsupportedListener {
-                kind: ListenerKind::Tls,
-                ..
-            }
-        ));
-        assert!(err.to_string().contains("not yet supported"), "{err}");
+        config.validate().unwrap();
     }
 
     #[test]
-    fn every_kind_but_tcp_is_refused_by_validation() {
+    fn only_the_http_api_kinds_are_refused_by_validation() {
         for kind in ListenerKind::ALL {
             let address = if kind == ListenerKind::Unix {
                 "/tmp/t.sock"
             } else {
                 "127.0.0.1:1"
             };
+            let mut listener = ListenerConfig::new(kind, address);
+            if kind.uses_tls() {
+                listener.cert = Some(PathBuf::from("c.pem"));
+                listener.key = Some(PathBuf::from("k.pem"));
+            }
             let config = Config {
-                listeners: vec![ListenerConfig::new(kind, address)],
+                listeners: vec![listener],
                 ..Config::default()
             };
-            assert_eq!(
-                config.validate().is_ok(),
-                kind == ListenerKind::Tcp,
-                "{kind}"
-            );
+            match config.validate() {
+                Ok(()) => assert!(kind.is_supported(), "{kind}"),
+                Err(err) => {
+                    assert!(!kind.is_supported(), "{kind}: {err}");
+                    assert!(err.to_string().contains("not yet supported"), "{err}");
+                }
+            }
         }
     }
 

@@ -18,9 +18,10 @@
 //! is allocated only once the socket is readable ([`Transport::poll_read_ready`]) and released
 //! as soon as every byte is decoded; the write buffer is released once written; the outbox is
 //! empty and unallocated; no timer exists (keep alive and CONNECT timeouts live in the broker).
-//! What remains is the task itself, whose future measures 528 bytes (checked by the test
-//! `connection_future_stays_small`: no `Packet` is held across an await, rare paths' timers
-//! and waits are boxed), plus the socket and a small [`Outbox`].
+//! What remains is the task itself, whose future measures 584 bytes on TCP and Unix sockets,
+//! 720 on WebSocket and about 1.8 KiB on TLS, whose rustls state is inline (checked per
+//! transport by the test `connection_future_stays_small`: no `Packet` is held across an
+//! await, rare paths' timers and waits are boxed), plus the socket and a small [`Outbox`].
 //!
 //! Decoded packets share the read buffer's allocation (`Bytes`), so a payload the broker keeps
 //! (retained, queued) pins the read chunk it came from; reads start small ([`MIN_READ`]) and
@@ -33,9 +34,13 @@
 //! before it, shuts the socket down and ends the task without telling the engine, which has
 //! already forgotten the connection.
 
+use crate::config::IdentityUse;
 use crate::engine::EngineEvent;
 use crate::listener::ConnPermit;
 use crate::outbox::{CloseMode, Outbox};
+use crate::stats::Stats;
+use crate::transport::Transport;
+use crate::transport::ws::FrameError;
 use bytes::{Buf, BytesMut};
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -43,12 +48,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tidegate_core::{ConnId, ConnInfo};
-use tidegate_protocol::{DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode, encode};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tidegate_protocol::{
+    Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Utf8, encode,
+};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
@@ -62,37 +69,30 @@ pub(crate) const MAX_READ: usize = 64 * 1024;
 /// close order before it closes on its own.
 pub(crate) const DRAIN_AFTER_DECODE_ERROR: Duration = Duration::from_secs(2);
 
-/// A byte stream a connection runs on. Every listener kind turns its sockets into one of these,
-/// so nothing above knows which transport a client used.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Completes when a read would likely not block, without a buffer, so an idle connection
-    /// holds no read buffer. Streams that cannot tell are always ready (their read buffer then
-    /// stays allocated while they wait).
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let _ = cx;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Transport for TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
-}
-
-#[cfg(test)]
-impl Transport for tokio::io::DuplexStream {}
-
 /// What every connection task of a server shares, behind one `Arc` so each task holds one
 /// pointer rather than copies.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
     /// The engine's event channel.
     pub(crate) engine: mpsc::Sender<EngineEvent>,
-    /// Cancelled when the shutdown grace period is over: end at once.
+    /// The listener's token, a child of the server's hard stop. Cancelled when the shutdown
+    /// grace period is over (end at once), or, with `draining` set first, when this listener
+    /// alone is drained (say goodbye, then close within `drain_grace`). One token for both
+    /// keeps a second cancellation future (about 100 bytes) out of every connection's future.
     pub(crate) hard_stop: CancellationToken,
+    /// Set before `hard_stop` is cancelled for a drain of this listener.
+    pub(crate) draining: Arc<AtomicBool>,
+    /// How long a drained connection gets to flush its goodbye.
+    pub(crate) drain_grace: Duration,
+    /// `shutdown.server_reference`, sent with the goodbye of a drain.
+    pub(crate) server_reference: Option<Utf8>,
     /// `limits.max_packet_size`, for each connection's decoder.
     pub(crate) max_packet_size: u32,
+    /// Where a TLS client certificate's identity goes in CONNECT (`identity_as`); `None` when
+    /// the listener takes no identity from certificates.
+    pub(crate) identity_as: Option<IdentityUse>,
+    /// Counters (WebSocket protocol errors are counted when a connection ends on one).
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// The permits a connection holds against the global and per-listener connection limits;
@@ -152,13 +152,17 @@ impl LogState {
 #[derive(Debug)]
 enum Ended {
     Eof,
-    Io(io::ErrorKind),
+    /// The socket failed; kept whole so that a transport's reason (e.g. a WebSocket text
+    /// frame) reaches the log line.
+    Io(io::Error),
     /// The engine did not order the close within [`DRAIN_AFTER_DECODE_ERROR`].
     DecodeErrorTimeout,
     ClosedByServer,
     SlowConsumer,
     ShutdownTimeout,
     EngineGone,
+    /// The listener was drained while the server keeps running.
+    Drained,
 }
 
 impl Ended {
@@ -166,7 +170,11 @@ impl Ended {
     fn tell_engine(&self) -> bool {
         matches!(
             self,
-            Ended::Eof | Ended::Io(_) | Ended::DecodeErrorTimeout | Ended::ShutdownTimeout
+            Ended::Eof
+                | Ended::Io(_)
+                | Ended::DecodeErrorTimeout
+                | Ended::ShutdownTimeout
+                | Ended::Drained
         )
     }
 }
@@ -276,6 +284,11 @@ impl<T: Transport> Connection<T> {
             if ended.tell_engine() {
                 self.report_closed();
             }
+            if let Ended::Io(error) = &ended
+                && is_websocket_protocol_error(error)
+            {
+                self.shared.stats.count_websocket_error();
+            }
             self.log_end(&ended);
         }
     }
@@ -283,6 +296,8 @@ impl<T: Transport> Connection<T> {
     /// The select loop (see the module docs).
     async fn drive(&mut self) -> Ended {
         let mut closing = false;
+        // Set when the listener is drained: the engine is told the socket ended.
+        let mut drained = false;
         // Armed by a decode error: reading stops, and the close order must come before it
         // fires. Boxed because it is rare: inline, its ~100 bytes would be part of every
         // connection's future.
@@ -291,6 +306,13 @@ impl<T: Transport> Connection<T> {
             if closing && self.wbuf.idle() {
                 // Shutting down the write side sends FIN after the last packet; a failure here
                 // changes nothing, the socket is dropped either way.
+                if drained {
+                    tokio::select! {
+                        _ = self.io.shutdown() => {}
+                        _ = poll_fn(|cx| poll_timer(&mut drain_timer, cx)) => {}
+                    }
+                    return Ended::Drained;
+                }
                 tokio::select! {
                     _ = self.io.shutdown() => {}
                     _ = self.shared.hard_stop.cancelled() => {}
@@ -301,7 +323,18 @@ impl<T: Transport> Connection<T> {
             let reading = drain_timer.is_none() && !closing;
             tokio::select! {
                 biased;
-                _ = self.shared.hard_stop.cancelled() => return Ended::ShutdownTimeout,
+                _ = self.shared.hard_stop.cancelled(), if !drained => {
+                    if !self.shared.draining.load(Ordering::Acquire) {
+                        return Ended::ShutdownTimeout;
+                    }
+                    // The listener is drained (one token serves both, see `ConnShared`).
+                    if !closing {
+                        self.say_goodbye();
+                    }
+                    drained = true;
+                    closing = true;
+                    drain_timer = Some(Box::pin(tokio::time::sleep(self.shared.drain_grace)));
+                }
                 _ = self.outbox.notified(), if take_outbox => {
                     let batch = self.outbox.take();
                     match batch.close {
@@ -337,13 +370,26 @@ impl<T: Transport> Connection<T> {
                     // Release the buffer: an idle connection holds none.
                     IoEvent::Flushed => self.wbuf.buf = BytesMut::new(),
                     IoEvent::Eof => return Ended::Eof,
-                    IoEvent::Error(e) => return Ended::Io(e.kind()),
+                    IoEvent::Error(e) => return Ended::Io(e),
                 },
-                _ = poll_fn(|cx| match drain_timer.as_mut() {
-                    Some(timer) => timer.as_mut().poll(cx),
-                    None => Poll::Pending,
-                }) => return Ended::DecodeErrorTimeout,
+                _ = poll_fn(|cx| poll_timer(&mut drain_timer, cx)) => {
+                    return if drained {
+                        Ended::Drained
+                    } else {
+                        Ended::DecodeErrorTimeout
+                    };
+                }
             }
+        }
+    }
+
+    /// The listener is drained: an MQTT 5 client gets DISCONNECT 0x8B (Server shutting down)
+    /// with the configured Server Reference after what is already encoded, as on SIGTERM.
+    fn say_goodbye(&mut self) {
+        if self.decoder.version() == Some(ProtocolVersion::V5) && self.log.client_id.is_some() {
+            let mut goodbye = Disconnect::with_reason(ReasonCode::ServerShuttingDown);
+            goodbye.properties.server_reference = self.shared.server_reference.clone();
+            self.encode(&Packet::Disconnect(goodbye));
         }
     }
 
@@ -373,7 +419,10 @@ impl<T: Transport> Connection<T> {
                 return Err(DecodeStop::EngineGone);
             };
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(packet)) => {
+                Ok(Some(mut packet)) => {
+                    if let Packet::Connect(connect) = &mut packet {
+                        self.apply_cert_identity(connect);
+                    }
                     self.log.observe_inbound(&packet);
                     slot.send(EngineEvent::Packet {
                         conn: self.conn,
@@ -396,6 +445,31 @@ impl<T: Transport> Connection<T> {
             self.rbuf = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// Gives a CONNECT the identity of the client's verified TLS certificate (the listener's
+    /// `identity_from`): as User Name when it has none, or as Client Identifier when it is
+    /// empty (`identity_as = "client_id"`). What the client sent explicitly is kept: checking
+    /// it against the certificate is the authentication layer's job.
+    fn apply_cert_identity(&self, connect: &mut Connect) {
+        let (Some(identity_as), Some(identity)) =
+            (self.shared.identity_as, &self.info.cert_identity)
+        else {
+            return;
+        };
+        let Ok(identity) = Utf8::try_from(&**identity) else {
+            // A certificate name MQTT cannot carry (e.g. with a NUL); leave CONNECT as it is.
+            return;
+        };
+        match identity_as {
+            IdentityUse::Username if connect.username.is_none() => {
+                connect.username = Some(identity);
+            }
+            IdentityUse::ClientId if connect.client_id.as_str().is_empty() => {
+                connect.client_id = identity;
+            }
+            _ => {}
+        }
     }
 
     /// Grows the read size while reads fill it, shrinks it back while they do not.
@@ -461,6 +535,8 @@ impl<T: Transport> Connection<T> {
                         protocol = version_name(pending.version),
                         clean_start = pending.clean_start,
                         keep_alive,
+                        cert_identity = self.info.cert_identity.as_deref().map(tracing::field::display),
+                        peer_uid = self.info.peer_uid,
                         "client connected"
                     );
                     self.log.client_id = Some(client_id);
@@ -502,6 +578,21 @@ impl<T: Transport> Connection<T> {
             ),
         }
     }
+}
+
+/// Polls an optional deadline; never ready without one.
+fn poll_timer(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    match timer.as_mut() {
+        Some(timer) => timer.as_mut().poll(cx),
+        None => Poll::Pending,
+    }
+}
+
+/// Whether a socket error is a WebSocket frame MQTT does not allow.
+fn is_websocket_protocol_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<FrameError>().is_some())
 }
 
 /// A slot in the engine's channel; `None` once the engine is gone. The wait for a full channel
@@ -647,12 +738,13 @@ impl fmt::Display for EndReason<'_> {
         }
         match self.ended {
             Ended::Eof => f.write_str("connection closed by the client"),
-            Ended::Io(kind) => write!(f, "IO error: {kind}"),
+            Ended::Io(error) => write!(f, "IO error: {error}"),
             Ended::DecodeErrorTimeout => f.write_str("decode error"),
             Ended::ClosedByServer => f.write_str("closed by the server"),
             Ended::SlowConsumer => f.write_str("slow consumer: outbound queue full"),
             Ended::ShutdownTimeout => f.write_str("shutdown grace period over"),
             Ended::EngineGone => f.write_str("engine stopped"),
+            Ended::Drained => f.write_str("listener drained"),
         }
     }
 }
@@ -688,11 +780,23 @@ mod tests {
     }
 
     fn shared(hard_stop: &CancellationToken) -> (Arc<ConnShared>, mpsc::Receiver<EngineEvent>) {
+        shared_with_identity(hard_stop, None)
+    }
+
+    fn shared_with_identity(
+        hard_stop: &CancellationToken,
+        identity_as: Option<IdentityUse>,
+    ) -> (Arc<ConnShared>, mpsc::Receiver<EngineEvent>) {
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::new(ConnShared {
             engine: tx,
             hard_stop: hard_stop.clone(),
             max_packet_size: 1024,
+            identity_as,
+            draining: Arc::new(AtomicBool::new(false)),
+            drain_grace: Duration::from_secs(1),
+            server_reference: None,
+            stats: Arc::new(Stats::default()),
         });
         (shared, rx)
     }
@@ -705,7 +809,7 @@ mod tests {
         let (shared, mut events) = shared(&hard_stop);
         let info = ConnInfo {
             listener: "tcp:test".into(),
-            peer: None,
+            ..ConnInfo::default()
         };
         let connection = Connection::new(server, ConnId(7), info, shared, permits());
         let task = tokio::spawn(connection.run());
@@ -935,22 +1039,92 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn connection_future_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+    /// The CONNECT the engine receives from a client on a listener with `identity_as`, when
+    /// its certificate named `"device-42"`.
+    async fn connect_seen_by_engine(identity_as: IdentityUse, bytes: &[u8]) -> Connect {
+        let (mut client, server) = tokio::io::duplex(1024);
         let hard_stop = CancellationToken::new();
-        let (shared, _events) = shared(&hard_stop);
-        let connection = Connection::new(server, ConnId(1), ConnInfo::default(), shared, permits());
-        let future = connection.run();
-        let size = std::mem::size_of_val(&future);
-        // Measured: 528 bytes (debug build, tokio 1.54), of which 272 are the `Connection`
-        // itself (socket, buffers' headers, decoder, log state, permits) and the rest the
-        // select loop's futures. The bound catches an accidental large field, an inline timer
-        // or a `Packet` held across an await.
-        assert!(size <= 640, "connection future is {size} bytes");
+        let (shared, mut events) = shared_with_identity(&hard_stop, Some(identity_as));
+        let info = ConnInfo {
+            cert_identity: Some("device-42".into()),
+            ..ConnInfo::default()
+        };
+        let task = tokio::spawn(Connection::new(server, ConnId(1), info, shared, permits()).run());
+        next_event(&mut events).await;
+        client.write_all(bytes).await.unwrap();
+        let EngineEvent::Packet {
+            packet: Packet::Connect(connect),
+            ..
+        } = next_event(&mut events).await
+        else {
+            panic!("expected the CONNECT");
+        };
+        task.abort();
+        *connect
+    }
+
+    #[tokio::test]
+    async fn certificate_identity_fills_what_connect_left_out() {
+        // CONNECT_V311 has client id "c1" and no user name.
+        let connect = connect_seen_by_engine(IdentityUse::Username, &CONNECT_V311).await;
+        assert_eq!(
+            connect.username.as_ref().map(Utf8::as_str),
+            Some("device-42")
+        );
+        assert_eq!(connect.client_id.as_str(), "c1");
+        let connect = connect_seen_by_engine(IdentityUse::ClientId, &CONNECT_V311).await;
+        assert_eq!(
+            connect.client_id.as_str(),
+            "c1",
+            "a client id that was sent is kept"
+        );
+        assert!(connect.username.is_none());
+        // Empty client id, user name "u".
+        let empty_id = [
+            0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 0, 30, 0, 0, 0, 1, b'u',
+        ];
+        let connect = connect_seen_by_engine(IdentityUse::ClientId, &empty_id).await;
+        assert_eq!(connect.client_id.as_str(), "device-42");
+        let connect = connect_seen_by_engine(IdentityUse::Username, &empty_id).await;
+        assert_eq!(connect.username.as_ref().map(Utf8::as_str), Some("u"));
+    }
+
+    /// The size of the task future of a connection on transport `T`, without making one.
+    fn run_future_size<T: Transport>() -> usize {
+        fn returned<A, F>(_: impl FnOnce(A) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        returned(Connection::<T>::run)
+    }
+
+    #[test]
+    fn connection_future_stays_small() {
+        use crate::transport::ws::WsStream;
+        use tokio::net::{TcpStream, UnixStream};
+        use tokio_rustls::server::TlsStream;
+        let sizes = [
+            ("tcp", run_future_size::<TcpStream>()),
+            ("unix", run_future_size::<UnixStream>()),
+            ("ws", run_future_size::<WsStream<TcpStream>>()),
+            ("tls", run_future_size::<TlsStream<TcpStream>>()),
+            ("wss", run_future_size::<WsStream<TlsStream<TcpStream>>>()),
+        ];
+        eprintln!("connection future sizes: {sizes:?}");
+        // Measured (debug build, tokio 1.54, rustls 0.23): tcp 584, unix 584, ws 720,
+        // tls 1,768, wss 1,904 bytes. About 300 are the `Connection` without its socket
+        // (buffers' headers, decoder, log state, permits), the rest the select loop's futures
+        // and the socket: a rustls `ServerConnection` is over a kilobyte inline. The bounds
+        // catch an accidental large field, an inline timer or a `Packet` held across an await.
+        for (transport, size) in sizes {
+            let bound = match transport {
+                "tcp" | "unix" => 640,
+                "ws" => 768,
+                _ => 2_048,
+            };
+            assert!(
+                size <= bound,
+                "{transport} connection future is {size} bytes"
+            );
+        }
     }
 }

@@ -22,23 +22,45 @@
 //! discarded, so the broker never hears of a connection after it forgot it.
 //!
 //! On stop: `Broker::shutdown` (DISCONNECT 0x8B to v5 clients), the outputs are drained, and any
-//! connection still open is ordered closed after its queue is flushed; connections that open
-//! from then on are closed at once. The task ends when every sender of the event channel (the
-//! listeners and connection tasks) is gone.
+//! connection still open is ordered closed after its queue is flushed (with persistence, once
+//! the store has written what the shutdown changed, so the DISCONNECTs it held go out first);
+//! connections that open from then on are closed at once. The task ends when every sender of
+//! the event channel (the listeners and connection tasks) is gone, after the last store batch
+//! is written and the writer thread has made everything durable.
+//!
+//! **Group commit** (persistence on, see `crate::storage`): after every wake-up the engine
+//! takes the broker's pending store batch, if no batch is being written, and hands it to the
+//! writer thread; while that batch is written (an fsync takes milliseconds) the loop keeps
+//! handling events, and everything they write accumulates in the broker as the next batch.
+//! The writer's reply is fed back with `handle_store_committed` (or `handle_store_failed`),
+//! which releases the outputs the batch held, in order. So the fsync rate adapts to the load:
+//! one fsync per message when idle, one per thousands under load. Only if the next batch grows
+//! beyond [`MAX_PENDING_OPS`] does the loop stop reading events until the write completes
+//! (backpressure instead of unbounded memory). After a failed write a store check is tried
+//! every [`STORE_CHECK_EVERY`] until one succeeds.
 
 use crate::outbox::{CloseMode, Outbox, Push};
 use crate::stats::Stats;
+use crate::storage::{Reply, Storage, Writer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tidegate_core::{Broker, ConnId, ConnInfo, Output};
+use tidegate_core::{BatchId, Broker, ConnId, ConnInfo, Output};
 use tidegate_protocol::{DecodeError, Packet, ReasonCode, Utf8};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Events handled per wake-up before outputs are drained.
 pub(crate) const BATCH: usize = 64;
+
+/// Store operations the next batch may accumulate while one is being written before the engine
+/// stops reading events (each is a small record; this bounds the memory of a slow disk).
+pub(crate) const MAX_PENDING_OPS: usize = 200_000;
+
+/// How often a failed store is checked for recovery (e.g. disk space freed).
+pub(crate) const STORE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Capacity of the event channel shared by all connections. When it is full, connection tasks
 /// wait to send, i.e. they stop reading their sockets: backpressure on publishers, never
@@ -90,17 +112,158 @@ pub(crate) struct Engine {
     max_outbound_queue: usize,
     stats: Arc<Stats>,
     shutting_down: bool,
+    /// The store's writer thread, when persistence is on.
+    writer: Option<Writer>,
+    /// Shutdown asked to close every connection once the store is idle.
+    close_when_idle: bool,
+    /// The last write failed: a check is due at this instant.
+    check_at: Option<tokio::time::Instant>,
+}
+
+/// The job being written: its batch (`None` for a check) and the reply to wait for.
+pub(crate) struct InFlight {
+    batch: Option<BatchId>,
+    reply: oneshot::Receiver<Reply>,
 }
 
 impl Engine {
-    /// An engine around `broker`.
+    /// An engine around `broker`, in memory only.
+    #[cfg(test)]
     pub(crate) fn new(broker: Broker, max_outbound_queue: usize, stats: Arc<Stats>) -> Engine {
+        Engine::with_storage(
+            Storage {
+                broker,
+                writer: None,
+            },
+            max_outbound_queue,
+            stats,
+        )
+    }
+
+    /// An engine around a restored broker and its store writer (see [`Storage::open`]).
+    pub(crate) fn with_storage(
+        storage: Storage,
+        max_outbound_queue: usize,
+        stats: Arc<Stats>,
+    ) -> Engine {
         Engine {
-            broker,
+            broker: storage.broker,
             conns: HashMap::new(),
             max_outbound_queue,
             stats,
             shutting_down: false,
+            writer: storage.writer,
+            close_when_idle: false,
+            check_at: None,
+        }
+    }
+
+    /// Hands the broker's pending store batch to the writer when nothing is being written
+    /// (a due store check goes first after a failure).
+    pub(crate) fn submit_store(&mut self, in_flight: &mut Option<InFlight>) {
+        if in_flight.is_some() {
+            return;
+        }
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        if let Some(at) = self.check_at
+            && at <= tokio::time::Instant::now()
+        {
+            self.check_at = None;
+            *in_flight = Some(InFlight {
+                batch: None,
+                reply: writer.check(),
+            });
+            return;
+        }
+        if let Some(batch) = self.broker.take_store_batch() {
+            *in_flight = Some(InFlight {
+                batch: Some(batch.id),
+                reply: writer.apply(batch.ops),
+            });
+        }
+    }
+
+    /// The writer answered the job in flight.
+    pub(crate) fn on_store_reply(
+        &mut self,
+        now: Instant,
+        batch: Option<BatchId>,
+        reply: Option<Reply>,
+    ) {
+        let recovered = |engine: &mut Engine| {
+            if !engine.broker.store_available() {
+                info!("the store accepts writes again");
+            }
+            engine.check_at = None;
+        };
+        match (batch, reply) {
+            (Some(id), Some(Reply::Applied(Ok(loaded)))) => {
+                recovered(self);
+                self.broker.handle_store_committed(now, id, loaded);
+            }
+            (None, Some(Reply::Checked(Ok(())))) => {
+                recovered(self);
+                self.broker.handle_store_recovered();
+            }
+            (batch, reply) => {
+                let why = match reply {
+                    Some(Reply::Applied(Err(e)) | Reply::Checked(Err(e))) => e.to_string(),
+                    _ => "the store writer thread is gone".to_owned(),
+                };
+                if self.broker.store_available() {
+                    // Once per failure streak: publishers are refused until a write works.
+                    error!(%why, "store write failed; refusing publications until it works again");
+                } else {
+                    debug!(%why, "store still failing");
+                }
+                if let Some(id) = batch {
+                    self.broker.handle_store_failed(now, id);
+                }
+                self.check_at = Some(tokio::time::Instant::now() + STORE_CHECK_EVERY);
+            }
+        }
+    }
+
+    /// Whether the loop may read more events: not while the next batch is already huge and
+    /// the previous one is still being written.
+    pub(crate) fn accepting_events(&self, in_flight: &Option<InFlight>) -> bool {
+        in_flight.is_none() || self.broker.pending_store_ops() < MAX_PENDING_OPS
+    }
+
+    /// After a shutdown, closes every remaining connection once the store has nothing left
+    /// to write (the outputs it held are out by then).
+    pub(crate) fn finish_shutdown_if_idle(&mut self, in_flight: &Option<InFlight>) {
+        if !self.close_when_idle || in_flight.is_some() || self.broker.pending_store_ops() > 0 {
+            return;
+        }
+        self.close_when_idle = false;
+        for (_, outbox) in self.conns.drain() {
+            outbox.close(CloseMode::Flush);
+        }
+    }
+
+    /// Writes whatever is left and stops the writer thread (end of the task).
+    pub(crate) async fn close_store(&mut self, mut in_flight: Option<InFlight>) {
+        loop {
+            if in_flight.is_none() {
+                self.submit_store(&mut in_flight);
+                if in_flight.is_none() {
+                    break;
+                }
+            }
+            let reply = job_reply(&mut in_flight).await;
+            if let Some(job) = in_flight.take() {
+                let now = Instant::now();
+                self.on_store_reply(now, job.batch, reply);
+                self.drain_outputs(now);
+            }
+            // A failed store gets no retry here: there is nobody left to acknowledge.
+            self.check_at = None;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.close().await;
         }
     }
 
@@ -194,9 +357,11 @@ impl Engine {
             .shutdown(now, ReasonCode::ServerShuttingDown, server_reference);
         self.drain_outputs(now);
         // The broker promises to close every connection on shutdown; closing whatever is left
-        // here keeps shutdown bounded even if it did not, without reordering anything it sent.
-        for (_, outbox) in self.conns.drain() {
-            outbox.close(CloseMode::Flush);
+        // keeps shutdown bounded even if it did not, without reordering anything it sent —
+        // with persistence, after the store released what it held.
+        self.close_when_idle = true;
+        if self.writer.is_none() {
+            self.finish_shutdown_if_idle(&None);
         }
     }
 
@@ -204,6 +369,15 @@ impl Engine {
     #[cfg(test)]
     pub(crate) fn open_connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+/// Waits for the reply of the job in flight (forever when there is none); the job stays in
+/// the slot, so a `select!` that picks another branch loses nothing. `None`: the writer is gone.
+async fn job_reply(in_flight: &mut Option<InFlight>) -> Option<Reply> {
+    match in_flight {
+        Some(job) => (&mut job.reply).await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -221,27 +395,37 @@ pub(crate) async fn run(
     let sleep = tokio::time::sleep_until(idle_deadline);
     tokio::pin!(sleep);
     let mut server_reference = Some(server_reference);
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let deadline = engine
             .poll_timeout()
             .map_or(idle_deadline, tokio::time::Instant::from_std);
+        let deadline = match engine.check_at {
+            Some(check) if in_flight.is_none() => deadline.min(check),
+            _ => deadline,
+        };
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
+        let accepting = engine.accepting_events(&in_flight);
         tokio::select! {
             biased;
             _ = stop.cancelled(), if !engine.shutting_down => {
                 info!(connections = engine.conns.len(), "disconnecting every client");
                 engine.shutdown(Instant::now(), server_reference.take().flatten());
             }
+            reply = job_reply(&mut in_flight), if in_flight.is_some() => {
+                if let Some(job) = in_flight.take() {
+                    engine.on_store_reply(Instant::now(), job.batch, reply);
+                }
+            }
             _ = &mut sleep => {
                 // A completed sleep must be re-armed: move the idle instant past now.
                 idle_deadline = tokio::time::Instant::now() + idle;
                 let now = Instant::now();
                 engine.handle_timeout(now);
-                engine.drain_outputs(now);
             }
-            event = events.recv() => {
+            event = events.recv(), if accepting => {
                 let Some(event) = event else { break };
                 let now = Instant::now();
                 engine.handle_event(now, event);
@@ -251,10 +435,13 @@ pub(crate) async fn run(
                         Err(_) => break,
                     }
                 }
-                engine.drain_outputs(now);
             }
         }
+        engine.submit_store(&mut in_flight);
+        engine.drain_outputs(Instant::now());
+        engine.finish_shutdown_if_idle(&in_flight);
     }
+    engine.close_store(in_flight).await;
     debug!("engine stopped: every connection is gone");
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Place in the data flow:
 //! ```text
-//! socket ──accept──▶ listener ──spawn──▶ connection task (one per socket)
+//! socket ──accept──▶ listener ──▶ [PROXY] [TLS] [WebSocket] ──spawn──▶ connection task
 //!                                         │ bytes → Decoder → EngineEvent
 //!                                         ▼         (one bounded mpsc for all)
 //!                                      engine task: Broker::handle_* / handle_timeout
@@ -17,9 +17,15 @@
 //!                        slow consumer closed when full) → encode → one write per wake-up
 //! ```
 //! - [`config`] / [`cli`]: what to run, layered file → environment → flags, validated;
-//! - `listener`: accept loops, connection limits, connection ids;
+//! - `listener`: accept loops, connection limits and accept rate, connection ids;
+//! - `transport`: PROXY header, TLS, WebSocket and Unix sockets turned into one byte stream
+//!   per connection plus what they tell about the peer (`ConnInfo`);
+//! - `reload`: certificate reload on SIGHUP and file change; [`dev_cert`]: `serve --dev`;
 //! - `connection`: socket ⇄ codec ⇄ engine for one client, and its connect/disconnect log lines;
-//! - `engine`: the only owner of the broker, so the fan-out path takes no lock;
+//! - `engine`: the only owner of the broker, so the fan-out path takes no lock; group commit
+//!   of the broker's store batches;
+//! - [`storage`]: opening `<data_dir>/store` and restoring the broker at start-up, the store's
+//!   writer thread and its fsync policy;
 //! - `outbox`: the per-connection outbound queue and its full-queue policy;
 //! - [`shutdown`]: signals and the bounded graceful shutdown;
 //! - [`logging`]: `tracing-subscriber` set-up.
@@ -27,14 +33,19 @@
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod dev_cert;
 mod engine;
 mod listener;
 pub mod logging;
 mod outbox;
+mod reload;
 mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod storage;
+mod transport;
 
 pub use config::Config;
-pub use server::{Server, ServerError, run};
+pub use server::{Server, ServerControl, ServerError, run};
 pub use stats::Stats;
+pub use transport::tls::{TlsError, install_default_provider};

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use tidegate_server::cli::{Cli, Command, ServeArgs};
-use tidegate_server::{Server, logging, shutdown};
+use tidegate_server::{Server, dev_cert, logging, shutdown};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -15,6 +15,16 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.load_config()?;
     logging::init(&config.log)?;
+    if args.dev {
+        let dir = dev_cert::dir(&config.data_dir);
+        println!(
+            "development mode: clients should trust the CA {}; the server certificate for \
+             localhost is {} (key {})",
+            dir.join("ca.pem").display(),
+            dir.join("server.pem").display(),
+            dir.join("server-key.pem").display(),
+        );
+    }
     // No authentication exists yet: say so loudly, every start.
     tracing::warn!("anonymous access is enabled: any client may connect without credentials");
     let runtime = tokio::runtime::Builder::new_multi_thread()

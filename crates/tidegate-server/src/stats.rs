@@ -1,9 +1,11 @@
 //! Counters of what the IO shell did on its own authority: sockets refused over a connection
-//! limit, QoS 0 messages dropped for a full outbound queue, slow consumers disconnected.
+//! limit or the accept rate, failed transport handshakes by step, WebSocket protocol errors,
+//! QoS 0 messages dropped for a full outbound queue, slow consumers disconnected.
 //!
 //! Place in the data flow: written by the listeners and the engine task, read by tests and
 //! (later) the admin API. Relaxed atomics: each counter is independent and only ever grows.
 
+use crate::transport::HandshakeFailure;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Server-wide counters, shared by every task.
@@ -11,6 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     accepted: AtomicU64,
     refused: AtomicU64,
+    rate_limited: AtomicU64,
+    proxy_failures: AtomicU64,
+    tls_failures: AtomicU64,
+    websocket_failures: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    websocket_errors: AtomicU64,
     qos0_dropped: AtomicU64,
     slow_consumers: AtomicU64,
 }
@@ -24,6 +32,39 @@ impl Stats {
     /// Sockets closed right after accept because a connection limit was reached.
     pub fn connections_refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Sockets closed right after accept because the listener's `max_accept_rate` was
+    /// exceeded (also counted in [`Stats::connections_refused`]).
+    pub fn connections_rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed because their PROXY protocol header was missing or malformed.
+    pub fn proxy_header_failures(&self) -> u64 {
+        self.proxy_failures.load(Ordering::Relaxed)
+    }
+
+    /// Failed TLS handshakes: no or an invalid client certificate, plaintext on a TLS port,
+    /// no common protocol version or ALPN, ...
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
+    }
+
+    /// Refused WebSocket upgrades: an HTTP request without Upgrade, another path, a bad key.
+    pub fn websocket_upgrade_failures(&self) -> u64 {
+        self.websocket_failures.load(Ordering::Relaxed)
+    }
+
+    /// Connections whose transport handshake did not finish within `handshake_timeout_ms`.
+    pub fn handshake_timeouts(&self) -> u64 {
+        self.handshake_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// WebSocket connections closed for a frame MQTT does not allow (a text frame, an unmasked
+    /// frame, ...).
+    pub fn websocket_protocol_errors(&self) -> u64 {
+        self.websocket_errors.load(Ordering::Relaxed)
     }
 
     /// QoS 0 PUBLISH packets dropped because the receiver's outbound queue was full.
@@ -44,6 +85,26 @@ impl Stats {
     /// Returns the new total, so the caller can throttle its log line.
     pub(crate) fn count_refused(&self) -> u64 {
         self.refused.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Returns the new total of refusals, like [`Stats::count_refused`].
+    pub(crate) fn count_rate_limited(&self) -> u64 {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        self.count_refused()
+    }
+
+    pub(crate) fn count_handshake_failure(&self, failure: HandshakeFailure) {
+        let counter = match failure {
+            HandshakeFailure::Proxy => &self.proxy_failures,
+            HandshakeFailure::Tls => &self.tls_failures,
+            HandshakeFailure::WebSocket => &self.websocket_failures,
+            HandshakeFailure::Timeout => &self.handshake_timeouts,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_websocket_error(&self) {
+        self.websocket_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_qos0_dropped(&self) {

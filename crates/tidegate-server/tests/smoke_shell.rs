@@ -27,6 +27,8 @@ fn config(listeners: Vec<ListenerConfig>) -> Config {
         ..Config::default()
     };
     config.shutdown.grace_period_ms = 2_000;
+    // In-process servers of one test binary would share `./data`: these tests need no store.
+    config.persistence = tidegate_server::config::Persistence::Memory;
     config
 }
 
@@ -184,7 +186,7 @@ async fn shutdown_closes_connections_stops_accepting_and_returns() {
 #[tokio::test]
 async fn unsupported_listener_kinds_fail_before_binding() {
     let err = Server::bind(config(vec![ListenerConfig::new(
-        ListenerKind::Ws,
+        ListenerKind::Http,
         "127.0.0.1:0",
     )]))
     .await
@@ -193,7 +195,7 @@ async fn unsupported_listener_kinds_fail_before_binding() {
         matches!(
             err,
             ServerError::Config(ConfigError::UnsupportedListener {
-                kind: ListenerKind::Ws,
+                kind: ListenerKind::Http,
                 ..
             })
         ),

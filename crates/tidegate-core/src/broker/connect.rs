@@ -67,8 +67,13 @@ impl Broker {
 
         self.take_over(now, &client_id);
         let (key, session_present) = self.open_session(now, &client_id, c.clean_start, expiry);
+        let window = self.config.queue_memory_window;
         if let Some(s) = self.sessions.get_mut(&key) {
             s.conn = Some(conn);
+            if s.durable {
+                // Online again: the oldest queued messages come back into memory.
+                s.queue.set_memory_window(window);
+            }
         }
 
         let keep_alive_timeout =
@@ -107,10 +112,14 @@ impl Broker {
             self.timers.cancel(t);
         }
         entry.phase = Phase::Connected(Box::new(connected));
+        let listener = entry.info.listener.clone();
+        // The session record (now online, with this connection's will) is written before the
+        // CONNACK can leave.
+        self.persist_session(key);
         tracing::debug!(
             conn = conn.0,
             client_id = &*client_id,
-            listener = &*entry.info.listener,
+            listener = &*listener,
             ?version,
             session_present,
             "connected"
@@ -269,12 +278,18 @@ impl Broker {
         }
         let key = SessionKey(self.next_session);
         self.next_session += 1;
-        let queue = MessageQueue::new(
+        let mut queue = MessageQueue::new(
             self.config.max_queued_messages,
             self.config.queue_drop_policy,
         );
+        // Only a session that outlives its connection is worth storing; its queue then keeps
+        // a window in memory and the rest in the store.
+        let durable = self.is_durable() && expiry > 0;
+        if durable {
+            queue.set_memory_window(self.config.queue_memory_window);
+        }
         self.sessions
-            .insert(key, Session::new(client_id.clone(), expiry, queue));
+            .insert(key, Session::new(client_id.clone(), expiry, queue, durable));
         self.by_client_id.insert(client_id.clone(), key);
         (key, false)
     }

@@ -25,6 +25,7 @@ use tidegate_protocol::{
     AckProperties, Packet, PacketId, PubResponse, Publish, PublishProperties, QoS, ReasonCode,
     Utf8, encoded_len,
 };
+use tidegate_store::StoreOp;
 
 impl Broker {
     /// Hands one delivery to a session: sent now when possible, queued otherwise.
@@ -73,9 +74,13 @@ impl Broker {
                 Some(_) if s.inflight.len() < window => s.queue.pop_front(),
                 Some(_) => s.queue.pop_qos0(),
             };
-            let Some(item) = next else {
+            let Some((seq, item)) = next else {
+                // Memory is empty: the rest of a persistent queue comes from the store.
+                self.request_queue_load(key);
                 return;
             };
+            // Leaves the stored queue in the same batch that stores its inflight entry.
+            self.unqueue(key, seq);
             if item.message.is_expired(now) {
                 self.counters.dropped_expired += 1;
                 continue;
@@ -102,6 +107,7 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.inflight.remove(id);
             }
+            self.forget_inflight(key, id);
         }
     }
 
@@ -115,6 +121,7 @@ impl Broker {
         };
         if let Some(Awaiting::Ack(_)) = s.inflight.stage(r.packet_id) {
             s.inflight.remove(r.packet_id);
+            self.forget_inflight(key, r.packet_id);
             self.drain(now, key);
         } else {
             tracing::debug!(
@@ -138,11 +145,20 @@ impl Broker {
             Some(Awaiting::Rec(_)) if !r.reason_code.is_success() => {
                 // A PUBREC >= 0x80 ends the QoS 2 flow: no PUBREL, the slot is free.
                 s.inflight.remove(id);
+                self.forget_inflight(key, id);
                 self.drain(now, key);
             }
             Some(Awaiting::Rec(_)) => {
                 s.inflight.released(id);
                 s.inflight.mark_sent(id);
+                // The PUBREL stage is stored before the PUBREL can leave: after a crash the
+                // flow resumes with PUBREL, never with the PUBLISH again.
+                if let Some(client_id) = self.durable_client(key)
+                    && let Some(seq) = self.sessions.get(&key).and_then(|s| s.inflight.seq(id))
+                {
+                    let record = self.inflight_record(id, seq, &Awaiting::Comp);
+                    self.store(StoreOp::PutInflight { client_id, record });
+                }
                 self.send(conn, Packet::PubRel(PubResponse::success(id)));
             }
             // A repeated PUBREC: our PUBREL may have been lost with the connection.
@@ -179,6 +195,7 @@ impl Broker {
         };
         if let Some(Awaiting::Comp) = s.inflight.stage(r.packet_id) {
             s.inflight.remove(r.packet_id);
+            self.forget_inflight(key, r.packet_id);
             self.drain(now, key);
         } else {
             tracing::debug!(
@@ -199,7 +216,14 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        match s.queue.push(item) {
+        let durable = s.durable && self.is_durable();
+        // Built before the push moves the item, only when it will be written.
+        let record = durable.then(|| item.clone());
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let pushed = s.queue.push(item);
+        match pushed.outcome {
             PushOutcome::Queued => {}
             PushOutcome::QueuedDroppedOldest | PushOutcome::Rejected => {
                 tracing::debug!(
@@ -208,6 +232,29 @@ impl Broker {
                 );
                 self.counters.dropped_queue_full += 1;
             }
+        }
+        if let Some(evicted) = pushed.evicted {
+            self.unqueue(key, evicted);
+        }
+        if let (Some(seq), Some(item), Some(client_id)) =
+            (pushed.seq, record, self.durable_client(key))
+        {
+            let record = self.queued_record(&item);
+            self.store(StoreOp::PutQueued {
+                client_id,
+                seq,
+                record,
+            });
+        }
+    }
+
+    /// Deletes the stored inflight entry `id` of a durable session.
+    fn forget_inflight(&mut self, key: SessionKey, packet_id: PacketId) {
+        if let Some(client_id) = self.durable_client(key) {
+            self.store(StoreOp::DeleteInflight {
+                client_id,
+                packet_id,
+            });
         }
     }
 
@@ -233,11 +280,19 @@ impl Broker {
             return;
         }
         self.counters.messages_out.add(item.qos);
-        if let (Some(id), Some(s)) = (packet_id, self.sessions.get_mut(&key)) {
-            let stage = match item.qos {
-                QoS::ExactlyOnce => Awaiting::Rec(item),
-                _ => Awaiting::Ack(item),
-            };
+        let Some(id) = packet_id else {
+            return;
+        };
+        let stage = match item.qos {
+            QoS::ExactlyOnce => Awaiting::Rec(item),
+            _ => Awaiting::Ack(item),
+        };
+        if let Some(client_id) = self.durable_client(key) {
+            let seq = self.sessions.get(&key).map_or(0, |s| s.inflight.next_seq());
+            let record = self.inflight_record(id, seq, &stage);
+            self.store(StoreOp::PutInflight { client_id, record });
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.inflight.insert(id, stage);
         }
     }

@@ -16,6 +16,7 @@ use crate::router::SessionKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidegate_protocol::{Disconnect, Packet, ReasonCode, Will};
+use tidegate_store::StoreOp;
 
 /// What becomes of the will of a connection that ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ impl Broker {
             return;
         };
         if close {
-            self.out.push_back(Output::Close { conn });
+            self.emit(Output::Close { conn }, None);
         }
         let st = match c.phase {
             Phase::Connecting { timer } => {
@@ -82,32 +83,30 @@ impl Broker {
             }
             return;
         }
-        if expiry != u32::MAX {
-            let timer = self.arm(
-                now,
-                Duration::from_secs(u64::from(expiry)),
-                TimerEvent::SessionExpiry(key),
-            );
-            if let Some(s) = self.sessions.get_mut(&key) {
-                s.expiry_timer = timer;
-            }
-        }
-        let Some(will) = will else {
-            return;
-        };
-        match will.properties.will_delay_interval.unwrap_or(0) {
-            0 => self.publish_will(now, *will, Some(key)),
-            delay => {
-                let timer = self.arm(
-                    now,
-                    Duration::from_secs(u64::from(delay)),
-                    TimerEvent::WillDelay(key),
-                );
-                if let Some(s) = self.sessions.get_mut(&key) {
-                    s.pending_will = Some(PendingWill { will, timer });
+        self.arm_session_expiry(now, key, expiry);
+        if let Some(will) = will {
+            match will.properties.will_delay_interval.unwrap_or(0) {
+                0 => self.publish_will(now, *will, Some(key)),
+                delay => {
+                    let timer = self.arm(
+                        now,
+                        Duration::from_secs(u64::from(delay)),
+                        TimerEvent::WillDelay(key),
+                    );
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.pending_will = Some(PendingWill { will, timer });
+                    }
                 }
             }
         }
+        if let Some(s) = self.sessions.get_mut(&key)
+            && s.durable
+        {
+            // Offline: the queue lives in the store only, memory keeps its positions.
+            s.queue.set_memory_window(0);
+            s.queue.spill_memory();
+        }
+        self.persist_session(key);
     }
 
     /// Removes a session with its subscriptions and queue; a will still waiting for its delay
@@ -122,6 +121,9 @@ impl Broker {
         }
         if let Some(t) = s.expiry_timer {
             self.timers.cancel(t);
+        }
+        if s.durable {
+            self.store(StoreOp::DeleteSession(s.client_id.clone()));
         }
         for filter in s.subscriptions.keys() {
             self.router.unsubscribe(key, filter);
@@ -221,6 +223,7 @@ impl Broker {
         }
         if let Some(pending) = s.pending_will.take() {
             self.publish_will(now, *pending.will, Some(key));
+            self.persist_session(key);
         }
     }
 

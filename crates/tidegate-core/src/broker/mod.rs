@@ -65,6 +65,7 @@ mod conn;
 mod connect;
 mod deliver;
 mod lifecycle;
+mod persist;
 mod publish;
 mod session;
 mod stats;
@@ -73,6 +74,7 @@ mod subscribe;
 mod testkit;
 mod timers;
 
+pub use persist::{BatchId, RestoreReport, StoreBatch};
 pub use stats::{QosCounts, Stats};
 
 use crate::BrokerConfig;
@@ -99,8 +101,20 @@ pub struct ConnId(pub u64);
 pub struct ConnInfo {
     /// Name of the listener that accepted it (e.g. `"tcp:0.0.0.0:1883"`).
     pub listener: Arc<str>,
-    /// The peer's address, when the transport has one.
+    /// The peer's address, when the transport has one; behind a load balancer speaking the
+    /// PROXY protocol, the client's address from the header rather than the balancer's.
     pub peer: Option<SocketAddr>,
+    /// The server name (SNI) the client asked for in its TLS handshake (tls and wss).
+    pub tls_server_name: Option<Arc<str>>,
+    /// The identity read from the client's verified TLS certificate (the listener's
+    /// `identity_from`: subject CN, first DNS SAN or first URI SAN).
+    pub cert_identity: Option<Arc<str>>,
+    /// User id of the peer process, from `SO_PEERCRED` (unix listeners).
+    pub peer_uid: Option<u32>,
+    /// Group id of the peer process (unix listeners).
+    pub peer_gid: Option<u32>,
+    /// Process id of the peer, when the OS reports it (unix listeners).
+    pub peer_pid: Option<i32>,
 }
 
 /// An action for the IO shell.
@@ -140,6 +154,8 @@ pub struct Broker {
     /// Reused by every fan-out so routing a message allocates nothing for the list itself.
     deliveries: Vec<Delivery>,
     shutting_down: bool,
+    /// Persistence state; `None` when the broker keeps everything in memory only.
+    persist: Option<persist::Persist>,
 }
 
 impl Broker {
@@ -160,6 +176,7 @@ impl Broker {
             counters: Stats::default(),
             deliveries: Vec::new(),
             shutting_down: false,
+            persist: None,
         }
     }
 
@@ -172,7 +189,7 @@ impl Broker {
     /// [`Broker::shutdown`] the socket is closed at once.
     pub fn handle_open(&mut self, now: Instant, conn: ConnId, info: ConnInfo) {
         if self.shutting_down {
-            self.out.push_back(Output::Close { conn });
+            self.emit(Output::Close { conn }, None);
             return;
         }
         if self.conns.contains_key(&conn) {
@@ -322,8 +339,13 @@ impl Broker {
         self.timers.next()
     }
 
-    /// The next action for the IO shell.
+    /// The next action for the IO shell. With persistence, outputs that must wait for the
+    /// store are not returned until their batch is reported written
+    /// ([`Broker::handle_store_committed`]).
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            self.settle();
+        }
         self.out.pop_front()
     }
 
@@ -350,18 +372,24 @@ impl Broker {
         }
     }
 
-    /// A snapshot of the engine's counters and gauges. Costs O(connections) for the
-    /// connection gauges.
+    /// A snapshot of the engine's counters and gauges. Costs O(connections + sessions) for
+    /// the gauges.
     pub fn stats(&self) -> Stats {
         let connections = self
             .conns
             .values()
             .filter(|c| matches!(c.phase, Phase::Connected(_)))
             .count();
+        let (queued_messages, queued_in_memory) =
+            self.sessions.values().fold((0, 0), |(all, mem), s| {
+                (all + s.queue.len(), mem + s.queue.memory_len())
+            });
         Stats {
             connections,
             pending_connections: self.conns.len() - connections,
             sessions: self.sessions.len(),
+            queued_messages,
+            queued_in_memory,
             subscriptions: self.router.len(),
             retained: self.retained.len(),
             ..self.counters
@@ -384,7 +412,7 @@ impl Broker {
     // ----- helpers shared by the submodules -----
 
     fn send(&mut self, conn: ConnId, packet: Packet) {
-        self.out.push_back(Output::Send { conn, packet });
+        self.emit(Output::Send { conn, packet }, None);
     }
 
     fn connected(&self, conn: ConnId) -> Option<&Connected> {
@@ -417,7 +445,7 @@ impl Broker {
         {
             self.timers.cancel(t);
         }
-        self.out.push_back(Output::Close { conn });
+        self.emit(Output::Close { conn }, None);
     }
 
     /// The client broke a protocol rule: DISCONNECT with `reason` (v5 only; 3.1.1 has no

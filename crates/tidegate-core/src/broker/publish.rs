@@ -13,7 +13,8 @@
 //! announced as UTF-8 that are not (0x99).
 
 use super::connect::is_sys_topic;
-use super::{Broker, ConnId};
+use super::persist::Promise;
+use super::{Broker, ConnId, Output};
 use crate::Message;
 use crate::queue::Queued;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::Instant;
 use tidegate_protocol::{
     AckProperties, Packet, PacketId, PubResponse, Publish, QoS, ReasonCode, Utf8,
 };
+use tidegate_store::StoreOp;
 
 impl Broker {
     pub(super) fn on_publish(&mut self, now: Instant, conn: ConnId, p: Publish) {
@@ -150,7 +152,20 @@ impl Broker {
             );
         }
 
+        if self.store_refusing() && (p.qos != QoS::AtMostOnce || p.retain) {
+            // A write failed and none succeeded since: nothing that needs the store is
+            // accepted, so nothing is acknowledged that could be lost.
+            self.counters.refused_publishes += 1;
+            if !v5 && p.qos != QoS::AtMostOnce {
+                // 3.1.1 cannot refuse in an acknowledgement: the client resends after
+                // reconnecting.
+                return self.end_connection(now, conn, super::lifecycle::WillFate::Publish, true);
+            }
+            return self.refuse_publish(now, conn, p.qos, packet_id, ReasonCode::QuotaExceeded, v5);
+        }
+
         let qos = p.qos;
+        let ops_before = self.pending_ops();
         let msg = Arc::new(Message::from_publish(p, topic, now, Some(key)));
         let matched = self.route_message(now, msg);
         let reason = if v5 && matched == 0 {
@@ -158,16 +173,27 @@ impl Broker {
         } else {
             ReasonCode::Success
         };
-        match (qos, packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.send(conn, Packet::PubAck(ack(id, reason))),
+        let packet = match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => Packet::PubAck(ack(id, reason)),
             (QoS::ExactlyOnce, Some(id)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.inbound_qos2.insert(id);
                 }
-                self.send(conn, Packet::PubRec(ack(id, reason)));
+                if let Some(client_id) = self.durable_client(key) {
+                    self.store(StoreOp::PutInboundQos2 {
+                        client_id,
+                        packet_id: id,
+                    });
+                }
+                Packet::PubRec(ack(id, reason))
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        // The acknowledgement promises what this publication wrote (queue and inflight
+        // entries, the retained message, the inbound id); it leaves once that is durable.
+        let promise =
+            (self.pending_ops() > ops_before).then_some(Promise::Ack { session: key, v5 });
+        self.emit(Output::Send { conn, packet }, promise);
     }
 
     /// A publication accepted by the protocol but not by policy. MQTT 5 says why in the
@@ -207,6 +233,12 @@ impl Broker {
             .sessions
             .get_mut(&key)
             .is_some_and(|s| s.inbound_qos2.remove(&r.packet_id));
+        if known && let Some(client_id) = self.durable_client(key) {
+            self.store(StoreOp::DeleteInboundQos2 {
+                client_id,
+                packet_id: r.packet_id,
+            });
+        }
         let reason = if known || !v5 {
             ReasonCode::Success
         } else {
@@ -224,11 +256,22 @@ impl Broker {
     /// returns how many sessions it was routed to.
     pub(super) fn route_message(&mut self, now: Instant, msg: Arc<Message>) -> usize {
         self.counters.messages_in.add(msg.qos);
-        if msg.retain
-            && let Err(e) = self.retained.set(msg.clone())
-        {
-            tracing::debug!(topic = msg.topic.as_str(), %e, "retained message not stored");
-            self.counters.refused_publishes += 1;
+        if msg.retain {
+            match self.retained.set(msg.clone()) {
+                Err(e) => {
+                    tracing::debug!(topic = msg.topic.as_str(), %e, "retained message not stored");
+                    self.counters.refused_publishes += 1;
+                }
+                Ok(()) if self.is_durable() => {
+                    let op = if msg.payload.is_empty() {
+                        StoreOp::DeleteRetained(msg.topic.clone())
+                    } else {
+                        StoreOp::PutRetained(self.message_record(&msg))
+                    };
+                    self.store(op);
+                }
+                Ok(()) => {}
+            }
         }
         let mut deliveries = std::mem::take(&mut self.deliveries);
         deliveries.clear();

@@ -40,6 +40,9 @@ pub(super) struct Session {
     pub(super) expiry_timer: Option<TimerKey>,
     /// The will of the last connection, waiting for its Will Delay Interval.
     pub(super) pending_will: Option<PendingWill>,
+    /// Its state is persisted: the broker persists, and the session was created with an
+    /// expiry interval above 0 (a session that ends with its connection has nothing to keep).
+    pub(super) durable: bool,
 }
 
 /// A will whose publication waits for the Will Delay Interval or the end of the session,
@@ -55,7 +58,12 @@ pub(super) struct PendingWill {
 
 impl Session {
     /// A fresh session with nothing in it.
-    pub(super) fn new(client_id: Arc<str>, expiry: u32, queue: MessageQueue) -> Session {
+    pub(super) fn new(
+        client_id: Arc<str>,
+        expiry: u32,
+        queue: MessageQueue,
+        durable: bool,
+    ) -> Session {
         Session {
             client_id,
             conn: None,
@@ -66,6 +74,7 @@ impl Session {
             expiry,
             expiry_timer: None,
             pending_will: None,
+            durable,
         }
     }
 }
@@ -199,6 +208,29 @@ impl Inflight {
     /// The stage of `id`.
     pub(super) fn stage(&self, id: PacketId) -> Option<&Awaiting> {
         self.entries.get(&id).map(|e| &e.stage)
+    }
+
+    /// The send sequence number of `id` (its place in the resend order).
+    pub(super) fn seq(&self, id: PacketId) -> Option<u64> {
+        self.entries.get(&id).map(|e| e.seq)
+    }
+
+    /// The sequence number the next insert will get.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds an entry loaded from the store, keeping its original sequence number.
+    pub(super) fn restore(&mut self, id: PacketId, seq: u64, stage: Awaiting) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.entries.insert(
+            id,
+            Entry {
+                seq,
+                stage,
+                resend: false,
+            },
+        );
     }
 
     /// Moves `id` to PUBCOMP-awaited, keeping its place in the resend order.

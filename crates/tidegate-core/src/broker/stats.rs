@@ -47,6 +47,10 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Retained messages held (gauge).
     pub retained: usize,
+    /// Messages queued in sessions, the ones held only by the store included (gauge).
+    pub queued_messages: usize,
+    /// Queued messages held in memory (gauge): with persistence, offline sessions hold none.
+    pub queued_in_memory: usize,
     /// Application messages accepted from publishers and wills, by published QoS.
     pub messages_in: QosCounts,
     /// PUBLISH packets sent to subscribers (resends not counted), by delivery QoS.
@@ -63,4 +67,6 @@ pub struct Stats {
     pub refused_publishes: u64,
     /// Connections closed for a protocol violation or a decode error.
     pub protocol_errors: u64,
+    /// Store batches that could not be written (full disk, IO error).
+    pub store_failures: u64,
 }

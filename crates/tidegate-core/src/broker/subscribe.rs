@@ -11,14 +11,17 @@
 //! Retained messages are replayed with RETAIN = 1 [MQTT-3.3.1-9] per Retain Handling (0: always,
 //! 1: only for a new subscription, 2: never), never for shared subscriptions, in topic order.
 
-use super::{Broker, ConnId};
+use super::persist::Promise;
+use super::{Broker, ConnId, Output};
 use crate::queue::Queued;
 use crate::router::{SessionKey, SubscriptionEntry};
+use std::sync::Arc;
 use std::time::Instant;
 use tidegate_protocol::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe, topic,
 };
+use tidegate_store::StoreOp;
 
 impl Broker {
     pub(super) fn on_subscribe(&mut self, now: Instant, conn: ConnId, s: Subscribe) {
@@ -47,6 +50,24 @@ impl Broker {
             );
         }
         let identifier = s.properties.subscription_identifier;
+        let durable = self.durable_client(key).is_some();
+        if durable && self.store_refusing() {
+            // The store cannot take the subscriptions: refuse them rather than promise them.
+            let code = if v5 {
+                ReasonCode::QuotaExceeded
+            } else {
+                ReasonCode::UnspecifiedError
+            };
+            let codes = vec![code; s.filters.len()];
+            return self.send(
+                conn,
+                Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    reason_codes: codes,
+                    properties: AckProperties::default(),
+                }),
+            );
+        }
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut replays: Vec<(String, SubscriptionEntry)> = Vec::new();
         for f in &s.filters {
@@ -92,13 +113,21 @@ impl Broker {
                 ReasonCode::UnspecifiedError
             });
         }
-        self.send(
-            conn,
-            Packet::SubAck(SubAck {
-                packet_id: s.packet_id,
-                reason_codes: codes,
-                properties: AckProperties::default(),
-            }),
+        let promise = durable.then(|| Promise::SubAck {
+            session: key,
+            v5,
+            filters: s.filters.iter().map(|f| f.filter.to_string()).collect(),
+        });
+        self.emit(
+            Output::Send {
+                conn,
+                packet: Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    reason_codes: codes,
+                    properties: AckProperties::default(),
+                }),
+            },
+            promise,
         );
         for (filter, entry) in replays {
             self.replay_retained(now, key, &filter, entry);
@@ -115,6 +144,12 @@ impl Broker {
                 let removed = self.router.unsubscribe(key, filter);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.subscriptions.remove(filter.as_str());
+                }
+                if removed && let Some(client_id) = self.durable_client(key) {
+                    self.store(StoreOp::DeleteSubscription {
+                        client_id,
+                        filter: Arc::from(filter.as_str()),
+                    });
                 }
                 if removed {
                     ReasonCode::Success
@@ -183,6 +218,13 @@ impl Broker {
             .subscribe(key, filter, entry)
             .map_err(|_| ReasonCode::TopicFilterInvalid)?;
         s.subscriptions.insert(filter.to_owned(), entry);
+        if let Some(client_id) = self.durable_client(key) {
+            let subscription = Broker::subscription_record(filter, entry);
+            self.store(StoreOp::PutSubscription {
+                client_id,
+                subscription,
+            });
+        }
         Ok(existed)
     }
 

@@ -18,6 +18,13 @@ pub(super) struct H {
     next_conn: u64,
     inbox: HashMap<ConnId, VecDeque<Packet>>,
     closed: HashSet<ConnId>,
+    /// Durable broker: report every store batch written as soon as it is taken, and record
+    /// its operations in `ops`.
+    pub(super) auto_commit: bool,
+    /// Operations of the batches committed so far (durable brokers).
+    pub(super) ops: Vec<tidegate_store::StoreOp>,
+    /// Where committed batches are applied (durable brokers).
+    pub(super) store: tidegate_store::MemoryStore,
 }
 
 impl H {
@@ -32,10 +39,59 @@ impl H {
             next_conn: 1,
             inbox: HashMap::new(),
             closed: HashSet::new(),
+            auto_commit: false,
+            ops: Vec::new(),
+            store: tidegate_store::MemoryStore::new(),
         }
     }
 
-    fn pump(&mut self) {
+    /// A durable broker (over an empty store) whose batches are reported written as soon as
+    /// they are taken; with `auto_commit` off the test does it with [`H::commit`], and
+    /// outputs waiting for a batch stay out of the inboxes until then.
+    pub(super) fn durable(config: BrokerConfig) -> H {
+        let now = Instant::now();
+        let (b, _) = Broker::restore(
+            config,
+            now,
+            std::time::SystemTime::now(),
+            Default::default(),
+        );
+        H {
+            b,
+            now,
+            next_conn: 1,
+            inbox: HashMap::new(),
+            closed: HashSet::new(),
+            auto_commit: true,
+            ops: Vec::new(),
+            store: tidegate_store::MemoryStore::new(),
+        }
+    }
+
+    /// Takes the pending store batch, reports it written, and delivers what it held.
+    pub(super) fn commit(&mut self) -> Vec<tidegate_store::StoreOp> {
+        let Some(batch) = self.b.take_store_batch() else {
+            self.drain();
+            return Vec::new();
+        };
+        let loaded = tidegate_store::Store::apply(
+            &mut self.store,
+            &batch.ops,
+            tidegate_store::Durability::Synced,
+        )
+        .expect("memory store");
+        self.b.handle_store_committed(self.now, batch.id, loaded);
+        self.ops.extend(batch.ops.iter().cloned());
+        self.drain();
+        batch.ops
+    }
+
+    pub(super) fn pump(&mut self) {
+        self.drain();
+        while self.auto_commit && !self.commit().is_empty() {}
+    }
+
+    fn drain(&mut self) {
         while let Some(o) = self.b.poll_output() {
             match o {
                 Output::Send { conn, packet } => {

@@ -18,6 +18,16 @@
 //! - no topic alias above the client's Topic Alias Maximum ([MQTT-3.3.2-11], [MQTT-3.1.2-27]);
 //! - nothing obviously above the client's Maximum Packet Size ([MQTT-3.1.2-24]);
 //! - no Session Expiry Interval on a server DISCONNECT ([MQTT-3.14.2-2]).
+//!
+//! Persistence: [`Sim::durable`] builds the broker with [`Broker::restore`] over a
+//! [`MemoryStore`] and commits every store batch as soon as it is taken (so outputs are
+//! released within the same call, as fast as a store can be); [`Sim::hold_commits`] stops
+//! committing (outputs stay held, as while an fsync runs) and [`Sim::crash_and_restart`] drops
+//! whatever was not committed, closes every connection and restores a new broker from the
+//! store, as a SIGKILL and a restart would. Every scenario built with [`Sim::new`] /
+//! [`Sim::with_config`] runs with persistence on inside the `durable_scenarios` test binary
+//! (which includes every scenario file), or anywhere with `TIDEGATE_HARNESS_DURABLE=1`: the
+//! behaviour a client sees must not change when the broker persists.
 
 // Each scenario file is its own test crate and uses only part of the harness.
 #![allow(dead_code)]
@@ -26,7 +36,8 @@ use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use tidegate_core::store::{MemoryStore, Store};
 use tidegate_core::{Broker, BrokerConfig, ConnId, ConnInfo, Output};
 use tidegate_protocol::{
     ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, DisconnectProperties, PacketId,
@@ -139,6 +150,27 @@ struct World {
     now: Instant,
     next_conn: u64,
     conns: BTreeMap<ConnId, Conn>,
+    /// The store of a durable broker.
+    store: Option<MemoryStore>,
+    /// Batches are taken but not committed (their outputs stay held).
+    holding: bool,
+    /// The configuration, to restore a broker with after a crash.
+    config: BrokerConfig,
+}
+
+/// Whether scenarios run with persistence on: in the `durable_scenarios` binary, or when
+/// `TIDEGATE_HARNESS_DURABLE=1`.
+fn durable_by_default() -> bool {
+    let binary = std::env::current_exe().ok().and_then(|p| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().starts_with("durable_scenarios"))
+    });
+    binary == Some(true) || std::env::var_os("TIDEGATE_HARNESS_DURABLE").is_some_and(|v| v == "1")
+}
+
+/// The wall-clock time the simulated clock starts at (any fixed value works).
+fn wall_start() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
 }
 
 impl World {
@@ -148,8 +180,30 @@ impl World {
             .unwrap_or_else(|| panic!("{id:?} was never opened"))
     }
 
-    /// Drains every output of the broker into the connections, checking the invariants.
+    /// Drains every output of the broker into the connections, checking the invariants; for
+    /// a durable broker, commits every store batch first (unless holding).
     fn pump(&mut self) {
+        loop {
+            self.drain_outputs();
+            if self.holding {
+                return;
+            }
+            let Some(store) = self.store.as_mut() else {
+                return;
+            };
+            let Some(batch) = self.broker.take_store_batch() else {
+                self.drain_outputs();
+                return;
+            };
+            let loaded = store
+                .apply(&batch.ops, tidegate_core::store::Durability::Synced)
+                .expect("memory store apply");
+            let now = self.now;
+            self.broker.handle_store_committed(now, batch.id, loaded);
+        }
+    }
+
+    fn drain_outputs(&mut self) {
         while let Some(out) = self.broker.poll_output() {
             match out {
                 Output::Send { conn, packet } => self.deliver(conn, packet),
@@ -295,18 +349,85 @@ impl Sim {
         Sim::with_config(BrokerConfig::default())
     }
 
-    /// A broker with `config`.
+    /// A broker with `config` (durable when `TIDEGATE_HARNESS_DURABLE=1`, see the module docs).
     pub(crate) fn with_config(config: BrokerConfig) -> Sim {
+        if durable_by_default() {
+            return Sim::durable(config);
+        }
         let start = Instant::now();
         Sim {
             world: Rc::new(RefCell::new(World {
-                broker: Broker::new(config),
+                broker: Broker::new(config.clone()),
                 start,
                 now: start,
                 next_conn: 1,
                 conns: BTreeMap::new(),
+                store: None,
+                holding: false,
+                config,
             })),
         }
+    }
+
+    /// A durable broker with `config`, over an empty memory store.
+    pub(crate) fn durable(config: BrokerConfig) -> Sim {
+        let start = Instant::now();
+        let (broker, _) = Broker::restore(config.clone(), start, wall_start(), Default::default());
+        Sim {
+            world: Rc::new(RefCell::new(World {
+                broker,
+                start,
+                now: start,
+                next_conn: 1,
+                conns: BTreeMap::new(),
+                store: Some(MemoryStore::new()),
+                holding: false,
+                config,
+            })),
+        }
+    }
+
+    /// Stops (`true`) or resumes (`false`) committing store batches. While holding, outputs
+    /// that wait for the store are not delivered.
+    pub(crate) fn hold_commits(&self, hold: bool) {
+        let mut w = self.world.borrow_mut();
+        w.holding = hold;
+        w.pump();
+    }
+
+    /// Whether the broker holds outputs waiting for the store (it is holding commits).
+    pub(crate) fn store_batches_pending(&self) -> bool {
+        let mut w = self.world.borrow_mut();
+        w.broker.take_store_batch().is_some() || w.broker.store_batches_in_flight() > 0
+    }
+
+    /// The memory store of a durable broker.
+    pub(crate) fn store(&self) -> MemoryStore {
+        self.world.borrow().store.clone().expect("a durable Sim")
+    }
+
+    /// Kills the broker (uncommitted batches are lost, every connection is gone) and starts a
+    /// new one from what the store holds, after `downtime` on the clock. Returns the restore
+    /// report.
+    pub(crate) fn crash_and_restart(&self, downtime: Duration) -> tidegate_core::RestoreReport {
+        let mut w = self.world.borrow_mut();
+        for c in w.conns.values_mut() {
+            c.closed = true;
+        }
+        w.now += downtime;
+        w.holding = false;
+        let snapshot = w
+            .store
+            .as_mut()
+            .expect("a durable Sim")
+            .load()
+            .expect("memory store load");
+        let wall = wall_start() + (w.now - w.start);
+        let now = w.now;
+        let (broker, report) = Broker::restore(w.config.clone(), now, wall, snapshot);
+        w.broker = broker;
+        w.pump();
+        report
     }
 
     /// Simulated time since the start of the test.

@@ -6,6 +6,8 @@
 //! helpers are expected in any one binary.
 #![allow(dead_code)]
 
+pub(crate) mod certs;
+pub(crate) mod inproc;
 pub(crate) mod raw;
 pub(crate) mod v4;
 pub(crate) mod v5;
@@ -53,6 +55,14 @@ impl Broker {
         Broker::spawn(Some(config))
     }
 
+    /// Starts the server with a configuration file that declares its own listeners: a tcp
+    /// listener on the harness's port first (for the readiness check and [`Broker::addr`]),
+    /// then `listeners` (TOML `[[listeners]]` entries), and no `--listen` flag, which would
+    /// replace them.
+    pub(crate) fn with_listeners(listeners: &str) -> Broker {
+        Broker::spawn(Some(&format!("{LISTENERS_MARK}{listeners}")))
+    }
+
     fn spawn(config: Option<&str>) -> Broker {
         // The free port is found by binding port 0 and releasing it; another process could take
         // it in between, so a start that fails before listening is retried on a new port.
@@ -75,14 +85,22 @@ impl Broker {
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
         cmd.arg("serve");
-        if let Some(config) = config {
+        let own_listeners = config.and_then(|c| c.strip_prefix(LISTENERS_MARK));
+        if let Some(listeners) = own_listeners {
             let path = dir.path().join("tidegate.toml");
-            fs::write(&path, config).map_err(|e| e.to_string())?;
+            let text =
+                format!("[[listeners]]\nkind = \"tcp\"\nbind = \"127.0.0.1:{port}\"\n{listeners}");
+            fs::write(&path, text).map_err(|e| e.to_string())?;
             cmd.arg("--config").arg(&path);
+        } else {
+            if let Some(config) = config {
+                let path = dir.path().join("tidegate.toml");
+                fs::write(&path, config).map_err(|e| e.to_string())?;
+                cmd.arg("--config").arg(&path);
+            }
+            cmd.arg("--listen").arg(format!("tcp://127.0.0.1:{port}"));
         }
-        cmd.arg("--listen")
-            .arg(format!("tcp://127.0.0.1:{port}"))
-            .current_dir(dir.path())
+        cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -131,14 +149,50 @@ impl Broker {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's working directory (its relative `data_dir` lives here).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Waits until the log, without its colour codes, contains `needle`, for at most
+    /// [`RECV_TIMEOUT`]; returns that log.
+    pub(crate) async fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        loop {
+            let log = strip_ansi(&self.log());
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM, as a service manager would on stop.
     pub(crate) fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` would.
+    pub(crate) fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
+        assert!(status.success(), "kill -{name} failed: {status}");
     }
 
     /// Waits up to `timeout` for the process to exit and returns how it exited.
@@ -171,8 +225,29 @@ impl Drop for Broker {
     }
 }
 
+/// `text` without ANSI colour sequences (`ESC [ ... m`), which the log formatter adds.
+pub(crate) fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Marks a configuration passed to [`Broker::with_listeners`].
+const LISTENERS_MARK: &str = "#tidegate-test: own listeners\n";
+
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }

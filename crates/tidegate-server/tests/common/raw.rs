@@ -207,9 +207,17 @@ pub(crate) enum Next {
     Quiet,
 }
 
-/// A raw TCP connection to the broker.
+/// Any byte stream a raw peer can speak MQTT over (TCP, TLS, a Unix socket).
+pub(crate) trait RawStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for T {}
+
+/// A raw connection to the broker.
 pub(crate) struct Raw {
-    stream: TcpStream,
+    stream: Box<dyn RawStream>,
     /// Bytes read but not yet framed.
     buf: Vec<u8>,
     /// The version used by [`Raw::connect`], for decoding.
@@ -223,8 +231,13 @@ impl Raw {
             .await
             .expect("TCP connect");
         stream.set_nodelay(true).expect("nodelay");
+        Raw::over(stream, version)
+    }
+
+    /// A raw peer on a stream the test opened itself (TLS, Unix, after a PROXY header).
+    pub(crate) fn over(stream: impl RawStream + 'static, version: Version) -> Raw {
         Raw {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
             version,
         }
@@ -234,6 +247,27 @@ impl Raw {
     /// connection and the session-present flag.
     pub(crate) async fn connect(broker: &Broker, opts: &ConnectOpts) -> (Raw, bool) {
         let mut raw = Raw::open(broker, opts.version).await;
+        raw.send(&connect(opts)).await;
+        let (present, code) = raw.recv().await.connack();
+        assert_eq!(code, 0, "CONNACK refused the connection");
+        (raw, present)
+    }
+
+    /// Like [`Raw::connect`], to any TCP address (an in-process server's listener).
+    pub(crate) async fn connect_addr(
+        addr: std::net::SocketAddr,
+        opts: &ConnectOpts,
+    ) -> (Raw, bool) {
+        let stream = TcpStream::connect(addr).await.expect("TCP connect");
+        Raw::connect_over(stream, opts).await
+    }
+
+    /// Sends CONNECT on `stream` and asserts a successful CONNACK.
+    pub(crate) async fn connect_over(
+        stream: impl RawStream + 'static,
+        opts: &ConnectOpts,
+    ) -> (Raw, bool) {
+        let mut raw = Raw::over(stream, opts.version);
         raw.send(&connect(opts)).await;
         let (present, code) = raw.recv().await.connack();
         assert_eq!(code, 0, "CONNACK refused the connection");

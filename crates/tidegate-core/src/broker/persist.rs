@@ -1,0 +1,1155 @@
+//! Persistence hooks: the store operations the broker emits, the outputs it holds until they
+//! are durable, and the conversions between engine state and store records.
+//!
+//! Place in the data flow:
+//! ```text
+//! event ─▶ Broker ─┬─ StoreOp ──▶ ops log ──take_store_batch──▶ shell: Store::apply (writer thread)
+//!                  └─ Output ──▶ staged ──▶ held with the batch ──handle_store_committed──▶ poll_output
+//! ```
+//! The rule is the write-ahead rule: **no output leaves before the store operations emitted
+//! before it are durable.** Outputs produced while no operation is pending (and nothing is held)
+//! go out at once; everything else waits for the batch that carries the operations before it,
+//! and batches are released in order. That one rule gives every guarantee the store promises:
+//! a PUBACK/PUBREC means the message is in every persistent subscriber's queue (or inflight
+//! entry) and the inbound QoS 2 id is stored; a SUBACK or CONNACK of a persistent session means
+//! its state is stored; a PUBLISH a subscriber sees was stored first (so a QoS 2 delivery seen
+//! before a crash is found again after it, with the same packet id, and is never delivered a
+//! second time under a new one); acknowledgements leave in the order their PUBLISHes came
+//! [MQTT-4.6.0-2..4]. The cost is that outputs wait for a group commit while writes are
+//! pending; the shell keeps that short by committing whatever accumulated during the previous
+//! commit as one batch.
+//!
+//! When a batch cannot be written (full disk), the outputs it held go out, except its
+//! *promises*: a PUBACK/PUBREC is turned into reason 0x97 (Quota exceeded) for MQTT 5 —
+//! a QoS 2 id is forgotten, the flow ends — and into a closed connection for 3.1.1, which has
+//! no way to say no; a SUBACK's granted codes become failures and the subscriptions are
+//! removed. Until a write succeeds again, QoS 1/2 and retained publications and SUBSCRIBEs of
+//! persistent sessions are refused the same way before anything is routed.
+
+use super::conn::Phase;
+use super::session::{Awaiting, Inflight, PendingWill, Session};
+use super::timers::TimerEvent;
+use super::{Broker, ConnId, Output};
+use crate::Message;
+use crate::queue::{MessageQueue, Queued};
+use crate::router::{SessionKey, SubscriptionEntry};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tidegate_protocol::{Packet, ReasonCode};
+use tidegate_store::{
+    InflightRecord, InflightStage, MessageRecord, PendingWillRecord, Presence, QueueChunk,
+    QueueLoad, QueuedRecord, SessionRecord, Snapshot, StoreOp, SubscriptionRecord, UnixMillis,
+};
+
+/// Identifies a batch handed out by [`Broker::take_store_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(pub u64);
+
+/// Store operations to apply atomically, in order, then report with
+/// [`Broker::handle_store_committed`] or [`Broker::handle_store_failed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreBatch {
+    /// The id to report back.
+    pub id: BatchId,
+    /// The operations, in the order the broker emitted them.
+    pub ops: Vec<StoreOp>,
+}
+
+/// What restoring a snapshot found, for the start-up log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Sessions restored.
+    pub sessions: usize,
+    /// Sessions whose expiry passed while the gateway was down (their wills were published).
+    pub expired_sessions: usize,
+    /// Queued deliveries restored (held by the store, loaded when their client returns).
+    pub queued: usize,
+    /// Retained messages restored.
+    pub retained: usize,
+    /// Retained messages dropped because they expired while the gateway was down.
+    pub expired_retained: usize,
+    /// Wills published at start-up (sessions that were online when the gateway stopped, or
+    /// whose will delay passed).
+    pub wills: usize,
+}
+
+/// Maps engine instants to wall-clock time and back, from one pair of readings taken at
+/// restore: the store keeps wall-clock time, the engine only `Instant`s.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    at: Instant,
+    unix: UnixMillis,
+}
+
+impl WallClock {
+    fn to_unix(self, t: Instant) -> UnixMillis {
+        match t.checked_duration_since(self.at) {
+            Some(after) => self.unix.saturating_add(after),
+            None => {
+                let before =
+                    u64::try_from(self.at.duration_since(t).as_millis()).unwrap_or(u64::MAX);
+                UnixMillis(self.unix.0.saturating_sub(before))
+            }
+        }
+    }
+
+    /// `None` when the time is beyond what an `Instant` holds (as good as never).
+    fn to_instant(self, u: UnixMillis) -> Option<Instant> {
+        if u >= self.unix {
+            self.at.checked_add(self.unix.until(u))
+        } else {
+            Some(self.at.checked_sub(u.until(self.unix)).unwrap_or(self.at))
+        }
+    }
+}
+
+/// An acknowledgement whose meaning depends on its batch being written.
+#[derive(Debug)]
+pub(super) enum Promise {
+    /// PUBACK or PUBREC to a publisher (the message was routed and stored).
+    Ack { session: SessionKey, v5: bool },
+    /// SUBACK of a persistent session.
+    SubAck {
+        session: SessionKey,
+        v5: bool,
+        filters: Vec<String>,
+    },
+}
+
+/// An output waiting for durability.
+#[derive(Debug)]
+pub(super) struct Staged {
+    output: Output,
+    promise: Option<Promise>,
+}
+
+#[derive(Debug)]
+struct HeldBatch {
+    id: u64,
+    outputs: Vec<Staged>,
+    /// Sessions whose queue load rides in this batch.
+    loads: Vec<SessionKey>,
+}
+
+/// The persistence state of a durable broker (`None` in [`Broker`] when persistence is off).
+#[derive(Debug)]
+pub(super) struct Persist {
+    /// Operations emitted since the last batch was taken.
+    ops: Vec<StoreOp>,
+    clock: WallClock,
+    /// Outputs of the events handled since the last settle.
+    staged: Vec<Staged>,
+    /// Outputs held, waiting for `ops` to be taken into a batch.
+    unbatched: Vec<Staged>,
+    /// Batches handed out and not yet reported, oldest first.
+    batches: VecDeque<HeldBatch>,
+    next_batch: u64,
+    /// False after a failed write, until one succeeds.
+    pub(super) store_ok: bool,
+    /// The record of the message being fanned out, so N deliveries share one.
+    cache: Option<(Arc<Message>, Arc<MessageRecord>)>,
+}
+
+impl Broker {
+    /// Builds a durable broker from what a store held: sessions (offline now: those that were
+    /// online when the gateway stopped get their will published, after its delay, and their
+    /// expiry clock starts now), subscriptions, inflight state, queue indexes and retained
+    /// messages. Sessions and retained messages that expired meanwhile are dropped (the wills
+    /// of such sessions are published). `wall` is the wall-clock time at `now`, to convert
+    /// stored deadlines.
+    ///
+    /// From then on the broker emits store operations ([`Broker::take_store_batch`]) and holds
+    /// every output until the operations before it are durable.
+    pub fn restore(
+        config: crate::BrokerConfig,
+        now: Instant,
+        wall: SystemTime,
+        snapshot: Snapshot,
+    ) -> (Broker, RestoreReport) {
+        let mut b = Broker::new(config);
+        let clock = WallClock {
+            at: now,
+            unix: UnixMillis::from_system(wall),
+        };
+        b.persist = Some(Persist {
+            ops: Vec::new(),
+            clock,
+            staged: Vec::new(),
+            unbatched: Vec::new(),
+            batches: VecDeque::new(),
+            next_batch: 1,
+            store_ok: true,
+            cache: None,
+        });
+        let mut report = RestoreReport::default();
+        for orphan in snapshot.orphans {
+            b.store(StoreOp::DeleteSession(orphan));
+        }
+        // Sessions first, so retained publishers and wills find their subscribers.
+        let mut presences = Vec::with_capacity(snapshot.sessions.len());
+        for stored in snapshot.sessions {
+            report.sessions += 1;
+            report.queued += stored.queue.len();
+            let key = b.restore_session(stored.record.client_id.clone(), &stored);
+            presences.push((key, stored.record.presence));
+        }
+        for record in snapshot.retained {
+            let expired = record.expires_at.is_some_and(|at| at <= clock.unix);
+            if expired {
+                report.expired_retained += 1;
+                b.store(StoreOp::DeleteRetained(record.topic.clone()));
+                continue;
+            }
+            let msg = b.message_from_record(&record);
+            if b.retained.set(msg).is_ok() {
+                report.retained += 1;
+            }
+        }
+        for (key, presence) in presences {
+            b.restore_presence(now, key, presence, &mut report);
+        }
+        (b, report)
+    }
+
+    fn restore_session(
+        &mut self,
+        client_id: Arc<str>,
+        stored: &tidegate_store::StoredSession,
+    ) -> SessionKey {
+        let key = SessionKey(self.next_session);
+        self.next_session += 1;
+        let mut queue = MessageQueue::new(
+            self.config.max_queued_messages,
+            self.config.queue_drop_policy,
+        );
+        // Restored sessions are offline: their queues stay in the store.
+        queue.set_memory_window(0);
+        queue.restore_index(stored.queue.iter().map(|e| (e.seq, e.qos)));
+        let mut session = Session::new(
+            client_id.clone(),
+            stored.record.expiry_interval,
+            queue,
+            true,
+        );
+        for sub in &stored.subscriptions {
+            let entry = SubscriptionEntry {
+                options: sub.options,
+                identifier: sub.identifier,
+            };
+            if self.router.subscribe(key, &sub.filter, entry).is_ok() {
+                session.subscriptions.insert(sub.filter.to_string(), entry);
+            }
+        }
+        session
+            .inbound_qos2
+            .extend(stored.inbound_qos2.iter().copied());
+        let mut inflight = Inflight::default();
+        for entry in &stored.inflight {
+            let stage = match &entry.stage {
+                InflightStage::AwaitingAck(q) => Awaiting::Ack(self.queued_from_record(q)),
+                InflightStage::AwaitingRec(q) => Awaiting::Rec(self.queued_from_record(q)),
+                InflightStage::AwaitingComp => Awaiting::Comp,
+            };
+            inflight.restore(entry.packet_id, entry.seq, stage);
+        }
+        session.inflight = inflight;
+        self.sessions.insert(key, session);
+        self.by_client_id.insert(client_id, key);
+        key
+    }
+
+    /// Puts a restored session in the state its presence record implies, as of `now`.
+    fn restore_presence(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        presence: Presence,
+        report: &mut RestoreReport,
+    ) {
+        let Some(clock) = self.persist.as_ref().map(|p| p.clock) else {
+            return;
+        };
+        match presence {
+            Presence::Connected { will } => {
+                // The connection ended with the gateway: an abnormal disconnect, seen now.
+                let expiry = self.sessions.get(&key).map_or(0, |s| s.expiry);
+                if expiry == 0 {
+                    self.end_session(now, key);
+                    if let Some(will) = will {
+                        report.wills += 1;
+                        self.publish_will(now, will, None);
+                    }
+                    return;
+                }
+                self.arm_session_expiry(now, key, expiry);
+                if let Some(will) = will {
+                    match will.properties.will_delay_interval.unwrap_or(0) {
+                        0 => {
+                            report.wills += 1;
+                            self.publish_will(now, will, Some(key));
+                        }
+                        delay => {
+                            let timer = self.arm(
+                                now,
+                                Duration::from_secs(u64::from(delay)),
+                                TimerEvent::WillDelay(key),
+                            );
+                            if let Some(s) = self.sessions.get_mut(&key) {
+                                s.pending_will = Some(PendingWill {
+                                    will: Box::new(will),
+                                    timer,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            Presence::Offline { expires_at, will } => {
+                if expires_at.is_some_and(|at| at <= clock.unix) {
+                    report.expired_sessions += 1;
+                    if let Some(pending) = will {
+                        report.wills += 1;
+                        self.publish_will(now, pending.will, None);
+                    }
+                    self.end_session(now, key);
+                    return;
+                }
+                let timer = expires_at
+                    .and_then(|at| clock.to_instant(at))
+                    .map(|at| self.timers.insert(at, TimerEvent::SessionExpiry(key)));
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.expiry_timer = timer;
+                }
+                if let Some(pending) = will {
+                    let due = pending.publish_at.is_some_and(|at| at <= clock.unix);
+                    if due {
+                        report.wills += 1;
+                        self.publish_will(now, pending.will, Some(key));
+                    } else {
+                        let timer = pending
+                            .publish_at
+                            .and_then(|at| clock.to_instant(at))
+                            .map(|at| self.timers.insert(at, TimerEvent::WillDelay(key)));
+                        if let Some(s) = self.sessions.get_mut(&key) {
+                            s.pending_will = Some(PendingWill {
+                                will: Box::new(pending.will),
+                                timer,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.persist_session(key);
+    }
+
+    /// Arms the expiry of an offline session (`u32::MAX` never expires).
+    pub(super) fn arm_session_expiry(&mut self, now: Instant, key: SessionKey, expiry: u32) {
+        if expiry == u32::MAX {
+            return;
+        }
+        let timer = self.arm(
+            now,
+            Duration::from_secs(u64::from(expiry)),
+            TimerEvent::SessionExpiry(key),
+        );
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.expiry_timer = timer;
+        }
+    }
+
+    /// True when this broker persists (it was built by [`Broker::restore`]).
+    pub fn is_durable(&self) -> bool {
+        self.persist.is_some()
+    }
+
+    /// The store operations emitted since the last call, as one batch to apply atomically;
+    /// `None` when there are none. Every output produced since the previous batch is held
+    /// until this one is reported written.
+    pub fn take_store_batch(&mut self) -> Option<StoreBatch> {
+        self.settle();
+        let Broker { persist, out, .. } = self;
+        let p = persist.as_mut()?;
+        if p.ops.is_empty() {
+            // Held only to stay behind earlier batches.
+            match p.batches.back_mut() {
+                Some(last) => last.outputs.append(&mut p.unbatched),
+                None => out.extend(p.unbatched.drain(..).map(|s| s.output)),
+            }
+            return None;
+        }
+        let id = p.next_batch;
+        p.next_batch += 1;
+        let ops = std::mem::take(&mut p.ops);
+        let loads = ops
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::LoadQueue(l) => Some(SessionKey(l.tag)),
+                _ => None,
+            })
+            .collect();
+        p.batches.push_back(HeldBatch {
+            id,
+            outputs: std::mem::take(&mut p.unbatched),
+            loads,
+        });
+        Some(StoreBatch {
+            id: BatchId(id),
+            ops,
+        })
+    }
+
+    /// Store operations emitted and not yet taken into a batch (for backpressure: the shell
+    /// stops reading events when the next batch grows too large).
+    pub fn pending_store_ops(&self) -> usize {
+        self.pending_ops()
+    }
+
+    /// Batches handed out and not yet reported.
+    pub fn store_batches_in_flight(&self) -> usize {
+        self.persist.as_ref().map_or(0, |p| p.batches.len())
+    }
+
+    /// Batch `id` is durable: its outputs go out (in order), and the queue loads it carried
+    /// are delivered.
+    pub fn handle_store_committed(&mut self, now: Instant, id: BatchId, loaded: Vec<QueueChunk>) {
+        self.settle();
+        let Some(batch) = self.pop_batch(id) else {
+            return;
+        };
+        if let Some(p) = &mut self.persist {
+            p.store_ok = true;
+        }
+        self.out.extend(batch.outputs.into_iter().map(|s| s.output));
+        self.release_if_idle();
+        for chunk in loaded {
+            self.on_queue_loaded(now, chunk);
+        }
+    }
+
+    /// Batch `id` could not be written: its outputs go out with their promises withdrawn (see
+    /// the module docs), and until a write succeeds publications that would need the store are
+    /// refused.
+    pub fn handle_store_failed(&mut self, now: Instant, id: BatchId) {
+        self.settle();
+        let Some(batch) = self.pop_batch(id) else {
+            return;
+        };
+        self.counters.store_failures += 1;
+        if let Some(p) = &mut self.persist {
+            p.store_ok = false;
+        }
+        let mut close = Vec::new();
+        for staged in batch.outputs {
+            match staged.promise {
+                None => self.out.push_back(staged.output),
+                Some(promise) => {
+                    if let Some(output) = self.withdraw(promise, staged.output, &mut close) {
+                        self.out.push_back(output);
+                    }
+                }
+            }
+        }
+        self.release_if_idle();
+        for conn in close {
+            self.end_connection(now, conn, super::lifecycle::WillFate::Publish, true);
+        }
+        for key in batch.loads {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.queue.load_failed();
+            }
+            self.drain(now, key);
+        }
+    }
+
+    /// A store check succeeded after a failure: publications are accepted again.
+    pub fn handle_store_recovered(&mut self) {
+        if let Some(p) = &mut self.persist {
+            p.store_ok = true;
+        }
+    }
+
+    /// False after a failed write, until one succeeds (always true without persistence).
+    pub fn store_available(&self) -> bool {
+        self.persist.as_ref().is_none_or(|p| p.store_ok)
+    }
+
+    fn pop_batch(&mut self, id: BatchId) -> Option<HeldBatch> {
+        let p = self.persist.as_mut()?;
+        if p.batches.front().map(|b| b.id) != Some(id.0) {
+            tracing::warn!(batch = id.0, "store batch reported out of order; ignored");
+            return None;
+        }
+        p.batches.pop_front()
+    }
+
+    /// Releases outputs held only behind batches, once none is left and no operation waits.
+    fn release_if_idle(&mut self) {
+        let Broker { persist, out, .. } = self;
+        if let Some(p) = persist
+            && p.batches.is_empty()
+            && p.ops.is_empty()
+        {
+            out.extend(p.unbatched.drain(..).map(|s| s.output));
+        }
+    }
+
+    /// Rewrites a promise of a failed batch; returns what to send instead (`None`: nothing,
+    /// and the connection goes on `close`).
+    fn withdraw(
+        &mut self,
+        promise: Promise,
+        output: Output,
+        close: &mut Vec<ConnId>,
+    ) -> Option<Output> {
+        let Output::Send { conn, packet } = output else {
+            return Some(output);
+        };
+        match (promise, packet) {
+            (Promise::Ack { session, v5 }, Packet::PubRec(mut r)) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.inbound_qos2.remove(&r.packet_id);
+                }
+                if let Some(client_id) = self.durable_client(session) {
+                    self.store(StoreOp::DeleteInboundQos2 {
+                        client_id,
+                        packet_id: r.packet_id,
+                    });
+                }
+                if !v5 {
+                    close.push(conn);
+                    return None;
+                }
+                r.reason_code = ReasonCode::QuotaExceeded;
+                Some(Output::Send {
+                    conn,
+                    packet: Packet::PubRec(r),
+                })
+            }
+            (Promise::Ack { v5, .. }, Packet::PubAck(mut r)) => {
+                if !v5 {
+                    close.push(conn);
+                    return None;
+                }
+                r.reason_code = ReasonCode::QuotaExceeded;
+                Some(Output::Send {
+                    conn,
+                    packet: Packet::PubAck(r),
+                })
+            }
+            (
+                Promise::SubAck {
+                    session,
+                    v5,
+                    filters,
+                },
+                Packet::SubAck(mut ack),
+            ) => {
+                for (code, filter) in ack.reason_codes.iter_mut().zip(&filters) {
+                    if !code.is_success() {
+                        continue;
+                    }
+                    *code = if v5 {
+                        ReasonCode::QuotaExceeded
+                    } else {
+                        ReasonCode::UnspecifiedError
+                    };
+                    self.router.unsubscribe(session, filter);
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.subscriptions.remove(filter.as_str());
+                    }
+                    if let Some(client_id) = self.durable_client(session) {
+                        self.store(StoreOp::DeleteSubscription {
+                            client_id,
+                            filter: Arc::from(filter.as_str()),
+                        });
+                    }
+                }
+                Some(Output::Send {
+                    conn,
+                    packet: Packet::SubAck(ack),
+                })
+            }
+            (_, packet) => Some(Output::Send { conn, packet }),
+        }
+    }
+
+    // ----- helpers for the other submodules -----
+
+    /// Queues an output: at once without persistence, else staged until [`Broker::settle`].
+    pub(super) fn emit(&mut self, output: Output, promise: Option<Promise>) {
+        match &mut self.persist {
+            None => self.out.push_back(output),
+            Some(p) => p.staged.push(Staged { output, promise }),
+        }
+    }
+
+    /// Moves staged outputs out, or into the held set when an operation before them is not
+    /// yet durable.
+    pub(super) fn settle(&mut self) {
+        let Broker { persist, out, .. } = self;
+        let Some(p) = persist else {
+            return;
+        };
+        if p.staged.is_empty() {
+            return;
+        }
+        if p.ops.is_empty() && p.unbatched.is_empty() && p.batches.is_empty() {
+            out.extend(p.staged.drain(..).map(|s| s.output));
+        } else {
+            p.unbatched.append(&mut p.staged);
+        }
+    }
+
+    /// Appends a store operation (a no-op without persistence).
+    pub(super) fn store(&mut self, op: StoreOp) {
+        if let Some(p) = &mut self.persist {
+            p.ops.push(op);
+        }
+    }
+
+    /// Operations emitted so far and not yet taken (to tell whether an event wrote).
+    pub(super) fn pending_ops(&self) -> usize {
+        self.persist.as_ref().map_or(0, |p| p.ops.len())
+    }
+
+    /// The client id of `key` when its state is persisted.
+    pub(super) fn durable_client(&self, key: SessionKey) -> Option<Arc<str>> {
+        self.persist.as_ref()?;
+        let s = self.sessions.get(&key)?;
+        s.durable.then(|| s.client_id.clone())
+    }
+
+    /// Writes the session record of `key` (identity, expiry, presence, will).
+    pub(super) fn persist_session(&mut self, key: SessionKey) {
+        let Some(clock) = self.persist.as_ref().map(|p| p.clock) else {
+            return;
+        };
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        if !s.durable {
+            return;
+        }
+        let online = s.conn.and_then(|c| match &self.conns.get(&c)?.phase {
+            Phase::Connected(st) => Some(st.will.as_deref().cloned()),
+            Phase::Connecting { .. } => None,
+        });
+        let presence = match online {
+            Some(will) => Presence::Connected { will },
+            None => Presence::Offline {
+                expires_at: s.expiry_timer.map(|(at, _)| clock.to_unix(at)),
+                will: s.pending_will.as_ref().map(|p| PendingWillRecord {
+                    will: (*p.will).clone(),
+                    publish_at: p.timer.map(|(at, _)| clock.to_unix(at)),
+                }),
+            },
+        };
+        let record = SessionRecord {
+            client_id: s.client_id.clone(),
+            expiry_interval: s.expiry,
+            presence,
+        };
+        self.store(StoreOp::PutSession(record));
+    }
+
+    /// The record of a subscription.
+    pub(super) fn subscription_record(
+        filter: &str,
+        entry: SubscriptionEntry,
+    ) -> SubscriptionRecord {
+        SubscriptionRecord {
+            filter: Arc::from(filter),
+            options: entry.options,
+            identifier: entry.identifier,
+        }
+    }
+
+    /// The stored form of a delivery (its message record shared with the rest of the fan-out).
+    pub(super) fn queued_record(&mut self, item: &Queued) -> QueuedRecord {
+        QueuedRecord {
+            message: self.message_record(&item.message),
+            qos: item.qos,
+            retain: item.retain,
+            subscription_identifiers: item.subscription_identifiers.clone(),
+        }
+    }
+
+    /// The stored form of a message, built once per message.
+    pub(super) fn message_record(&mut self, msg: &Arc<Message>) -> Arc<MessageRecord> {
+        if let Some((cached, record)) = self.persist.as_ref().and_then(|p| p.cache.as_ref())
+            && Arc::ptr_eq(cached, msg)
+        {
+            return record.clone();
+        }
+        let clock = self.persist.as_ref().map(|p| p.clock);
+        let record = Arc::new(MessageRecord {
+            topic: msg.topic.clone(),
+            payload: msg.payload.clone(),
+            qos: msg.qos,
+            retain: msg.retain,
+            properties: msg.properties.clone(),
+            expires_at: msg.expires_at.and_then(|at| clock.map(|c| c.to_unix(at))),
+            publisher: msg
+                .publisher
+                .and_then(|k| self.sessions.get(&k))
+                .map(|s| s.client_id.clone()),
+        });
+        if let Some(p) = &mut self.persist {
+            p.cache = Some((msg.clone(), record.clone()));
+        }
+        record
+    }
+
+    /// An inflight record for entry `id` of a session.
+    pub(super) fn inflight_record(
+        &mut self,
+        id: tidegate_protocol::PacketId,
+        seq: u64,
+        stage: &Awaiting,
+    ) -> InflightRecord {
+        let stage = match stage {
+            Awaiting::Ack(item) => InflightStage::AwaitingAck(self.queued_record(item)),
+            Awaiting::Rec(item) => InflightStage::AwaitingRec(self.queued_record(item)),
+            Awaiting::Comp => InflightStage::AwaitingComp,
+        };
+        InflightRecord {
+            packet_id: id,
+            seq,
+            stage,
+        }
+    }
+
+    /// A message rebuilt from its record.
+    fn message_from_record(&self, r: &MessageRecord) -> Arc<Message> {
+        let clock = self.persist.as_ref().map(|p| p.clock);
+        Arc::new(Message {
+            topic: r.topic.clone(),
+            payload: r.payload.clone(),
+            qos: r.qos,
+            retain: r.retain,
+            properties: r.properties.clone(),
+            // A deadline beyond `Instant`'s range never comes; one in the past is kept as
+            // such, so the message is dropped when met.
+            expires_at: r
+                .expires_at
+                .and_then(|at| clock.and_then(|c| c.to_instant(at))),
+            publisher: r
+                .publisher
+                .as_deref()
+                .and_then(|id| self.by_client_id.get(id).copied()),
+        })
+    }
+
+    /// A delivery rebuilt from its record.
+    fn queued_from_record(&self, r: &QueuedRecord) -> Queued {
+        Queued {
+            message: self.message_from_record(&r.message),
+            qos: r.qos,
+            retain: r.retain,
+            subscription_identifiers: r.subscription_identifiers.clone(),
+        }
+    }
+
+    /// Asks the store for the next part of a spilled queue, if it needs one.
+    pub(super) fn request_queue_load(&mut self, key: SessionKey) -> bool {
+        let window = self.config.queue_memory_window.max(1);
+        let Some(client_id) = self.durable_client(key) else {
+            return false;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        let Some(from_seq) = s.queue.needs_load() else {
+            return false;
+        };
+        s.queue.start_load();
+        self.store(StoreOp::LoadQueue(QueueLoad {
+            tag: key.0,
+            client_id,
+            from_seq,
+            limit: window,
+        }));
+        true
+    }
+
+    fn on_queue_loaded(&mut self, now: Instant, chunk: QueueChunk) {
+        let key = SessionKey(chunk.tag);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.conn.is_none() {
+            // Gone offline meanwhile: the entries stay in the store; load again on return.
+            s.queue.load_failed();
+            return;
+        }
+        let entries: Vec<(u64, Queued)> = chunk
+            .entries
+            .iter()
+            .map(|(seq, r)| (*seq, self.queued_from_record(r)))
+            .collect();
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let lost = s.queue.loaded(entries, chunk.complete);
+        if lost > 0 {
+            tracing::warn!(
+                client_id = &*s.client_id,
+                lost,
+                "queued messages missing from the store (a write had failed)"
+            );
+            self.counters.dropped_queue_full += lost as u64;
+        }
+        self.drain(now, key);
+    }
+
+    /// Deletes a delivery from the stored queue of a durable session.
+    pub(super) fn unqueue(&mut self, key: SessionKey, seq: u64) {
+        if let Some(client_id) = self.durable_client(key) {
+            self.store(StoreOp::DeleteQueued { client_id, seq });
+        }
+    }
+
+    /// Whether publications needing the store are refused now (a write failed).
+    pub(super) fn store_refusing(&self) -> bool {
+        self.persist.as_ref().is_some_and(|p| !p.store_ok)
+    }
+
+    /// Outputs waiting for the store, for tests.
+    #[cfg(test)]
+    pub(super) fn held_outputs(&self) -> usize {
+        self.persist.as_ref().map_or(0, |p| {
+            p.staged.len()
+                + p.unbatched.len()
+                + p.batches.iter().map(|b| b.outputs.len()).sum::<usize>()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::BrokerConfig;
+    use tidegate_protocol::{PubResponse, QoS};
+    use tidegate_store::{MemoryStore, Store};
+
+    fn kinds(ops: &[StoreOp]) -> Vec<&'static str> {
+        ops.iter()
+            .map(|op| match op {
+                StoreOp::PutSession(_) => "PutSession",
+                StoreOp::DeleteSession(_) => "DeleteSession",
+                StoreOp::PutSubscription { .. } => "PutSubscription",
+                StoreOp::DeleteSubscription { .. } => "DeleteSubscription",
+                StoreOp::PutInboundQos2 { .. } => "PutInboundQos2",
+                StoreOp::DeleteInboundQos2 { .. } => "DeleteInboundQos2",
+                StoreOp::PutInflight { .. } => "PutInflight",
+                StoreOp::DeleteInflight { .. } => "DeleteInflight",
+                StoreOp::PutQueued { .. } => "PutQueued",
+                StoreOp::DeleteQueued { .. } => "DeleteQueued",
+                StoreOp::PutRetained(_) => "PutRetained",
+                StoreOp::DeleteRetained(_) => "DeleteRetained",
+                StoreOp::LoadQueue(_) => "LoadQueue",
+            })
+            .collect()
+    }
+
+    /// A persistent QoS 2 subscriber on `t` that went offline, and a persistent publisher.
+    fn offline_subscriber(h: &mut H) -> ConnId {
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "t", QoS::ExactlyOnce);
+        h.drop_conn(sub);
+        h.join(v5_persistent("pub", true))
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_their_batch_and_leave_in_order() {
+        let mut h = H::durable(BrokerConfig::default());
+        let publ = offline_subscriber(&mut h);
+        h.auto_commit = false;
+        for id in 1..=3 {
+            h.send(
+                publ,
+                Packet::Publish(publish("t", QoS::AtLeastOnce, id, "m")),
+            );
+        }
+        h.send(publ, Packet::PingReq);
+        assert_eq!(
+            h.take(publ),
+            vec![],
+            "nothing leaves before the queue entries are stored"
+        );
+        assert_eq!(h.b.held_outputs(), 4);
+        let ops = h.commit();
+        assert_eq!(kinds(&ops), ["PutQueued", "PutQueued", "PutQueued"]);
+        assert_eq!(
+            h.take(publ),
+            vec![puback(1), puback(2), puback(3), Packet::PingResp],
+            "[MQTT-4.6.0-2] acknowledgements in the order the PUBLISHes came"
+        );
+        // With nothing pending, an output goes out at once.
+        h.send(publ, Packet::PingReq);
+        assert_eq!(h.take(publ), vec![Packet::PingResp]);
+    }
+
+    #[test]
+    fn outputs_stay_behind_a_batch_in_flight_until_it_is_reported() {
+        let mut h = H::durable(BrokerConfig::default());
+        let publ = offline_subscriber(&mut h);
+        h.auto_commit = false;
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "m")),
+        );
+        let batch = h.b.take_store_batch().unwrap();
+        // An event without store work while the batch is being written: its output waits
+        // behind the batch's.
+        h.send(publ, Packet::PingReq);
+        assert_eq!(h.b.take_store_batch(), None);
+        assert_eq!(h.take(publ), vec![]);
+        let now = h.now;
+        h.b.handle_store_committed(now, batch.id, Vec::new());
+        h.pump();
+        assert_eq!(h.take(publ), vec![puback(1), Packet::PingResp]);
+    }
+
+    #[test]
+    fn qos2_flows_store_each_stage_before_it_shows() {
+        let mut h = H::durable(BrokerConfig::default());
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "t", QoS::ExactlyOnce);
+        let publ = h.join(v5_persistent("pub", true));
+        h.ops.clear();
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::ExactlyOnce, 7, "m")),
+        );
+        assert_eq!(kinds(&h.ops), ["PutInflight", "PutInboundQos2"]);
+        let StoreOp::PutInflight { record, .. } = &h.ops[0] else {
+            unreachable!()
+        };
+        assert!(matches!(record.stage, InflightStage::AwaitingRec(_)));
+        assert_eq!(h.take(publ), vec![pubrec(7)]);
+        let id = h.publishes(sub)[0].packet_id.unwrap();
+        h.ops.clear();
+        h.send(sub, Packet::PubRec(PubResponse::success(id)));
+        assert_eq!(kinds(&h.ops), ["PutInflight"], "the PUBREL stage");
+        let StoreOp::PutInflight { record, .. } = &h.ops[0] else {
+            unreachable!()
+        };
+        assert_eq!(record.stage, InflightStage::AwaitingComp);
+        h.ops.clear();
+        h.send(sub, Packet::PubComp(PubResponse::success(id)));
+        h.send(publ, pubrel(7));
+        assert_eq!(kinds(&h.ops), ["DeleteInflight", "DeleteInboundQos2"]);
+        assert_eq!(h.take(publ), vec![pubcomp(7)]);
+    }
+
+    #[test]
+    fn clean_sessions_write_nothing() {
+        let mut h = H::durable(BrokerConfig::default());
+        let sub = h.join(v5("clean-sub"));
+        h.subscribe(sub, "t", QoS::AtLeastOnce);
+        let publ = h.join(v3("clean-pub"));
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "m")),
+        );
+        assert_eq!(h.take(publ), vec![puback(1)]);
+        assert_eq!(h.publishes(sub).len(), 1);
+        assert!(h.ops.is_empty(), "{:?}", kinds(&h.ops));
+    }
+
+    #[test]
+    fn offline_queues_live_in_the_store_and_come_back_in_windows() {
+        let mut h = H::durable(BrokerConfig {
+            queue_memory_window: 3,
+            max_inflight: 2,
+            ..BrokerConfig::default()
+        });
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "t", QoS::AtLeastOnce);
+        h.drop_conn(sub);
+        let publ = h.join(v5("pub"));
+        for id in 1..=10u16 {
+            let payload: &'static str = Box::leak(id.to_string().into_boxed_str());
+            h.send(
+                publ,
+                Packet::Publish(publish("t", QoS::AtLeastOnce, id, payload)),
+            );
+        }
+        let st = h.b.stats();
+        assert_eq!((st.queued_messages, st.queued_in_memory), (10, 0));
+        let sub = h.join(v5_persistent("sub", false));
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let ps = h.publishes(sub);
+            assert!(ps.len() <= 2, "window of 2");
+            assert!(h.b.stats().queued_in_memory <= 3, "memory window of 3");
+            for p in ps {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+                h.send(
+                    sub,
+                    Packet::PubAck(PubResponse::success(p.packet_id.unwrap())),
+                );
+            }
+        }
+        let want: Vec<String> = (1..=10).map(|n| n.to_string()).collect();
+        assert_eq!(got, want);
+        let mut store = h.store.clone();
+        assert!(store.load().unwrap().sessions[0].queue.is_empty());
+    }
+
+    #[test]
+    fn a_failed_batch_withdraws_its_promises_and_refuses_until_a_write_works() {
+        let mut h = H::durable(BrokerConfig::default());
+        let publ = offline_subscriber(&mut h);
+        let old = h.join(v3("old-pub"));
+        h.auto_commit = false;
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "m")),
+        );
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::ExactlyOnce, 2, "m")),
+        );
+        h.send(old, Packet::Publish(publish("t", QoS::AtLeastOnce, 3, "m")));
+        let batch = h.b.take_store_batch().unwrap();
+        let now = h.now;
+        h.b.handle_store_failed(now, batch.id);
+        h.pump();
+        let refused = |id: u16, rec: bool| {
+            let r = PubResponse {
+                reason_code: ReasonCode::QuotaExceeded,
+                ..PubResponse::success(pid(id))
+            };
+            if rec {
+                Packet::PubRec(r)
+            } else {
+                Packet::PubAck(r)
+            }
+        };
+        assert_eq!(h.take(publ), vec![refused(1, false), refused(2, true)]);
+        // The close of the 3.1.1 publisher waits behind the forgetting of the QoS 2 id, which
+        // fails too while the disk is full; then it goes.
+        assert!(!h.is_closed(old));
+        let batch = h.b.take_store_batch().unwrap();
+        assert_eq!(kinds(&batch.ops), ["DeleteInboundQos2"]);
+        h.b.handle_store_failed(now, batch.id);
+        h.pump();
+        assert!(
+            h.is_closed(old),
+            "3.1.1 cannot refuse in a PUBACK: closed instead"
+        );
+        assert_eq!(h.b.stats().store_failures, 2);
+        assert!(!h.b.store_available());
+        // The QoS 2 flow ended: the id is free, a new PUBLISH with it is a new message.
+        // Until a write works, publications needing the store are refused before routing.
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::ExactlyOnce, 2, "m")),
+        );
+        assert_eq!(h.take(publ), vec![refused(2, true)]);
+        assert_eq!(
+            h.b.take_store_batch(),
+            None,
+            "nothing was routed or written"
+        );
+        h.b.handle_store_recovered();
+        h.auto_commit = true;
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 4, "m")),
+        );
+        assert_eq!(h.take(publ), vec![puback(4)]);
+    }
+
+    #[test]
+    fn restore_turns_wall_clock_deadlines_into_timers() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let unix = UnixMillis::from_system(wall);
+        let mut store = MemoryStore::new();
+        let will = |topic: &'static str| tidegate_protocol::Will {
+            topic: utf8(topic),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        let session = |id: &str, presence| {
+            StoreOp::PutSession(SessionRecord {
+                client_id: Arc::from(id),
+                expiry_interval: 100,
+                presence,
+            })
+        };
+        store
+            .apply(
+                &[
+                    session(
+                        "gone",
+                        Presence::Offline {
+                            expires_at: Some(UnixMillis(unix.0 - 1)),
+                            will: Some(PendingWillRecord {
+                                will: will("w/gone"),
+                                publish_at: None,
+                            }),
+                        },
+                    ),
+                    session(
+                        "later",
+                        Presence::Offline {
+                            expires_at: Some(unix.saturating_add(Duration::from_secs(10))),
+                            will: Some(PendingWillRecord {
+                                will: will("w/later"),
+                                publish_at: Some(unix.saturating_add(Duration::from_secs(5))),
+                            }),
+                        },
+                    ),
+                    session(
+                        "was-online",
+                        Presence::Connected {
+                            will: Some(will("w/online")),
+                        },
+                    ),
+                    StoreOp::PutSubscription {
+                        client_id: Arc::from("later"),
+                        subscription: Broker::subscription_record(
+                            "w/#",
+                            SubscriptionEntry {
+                                options: opts(QoS::AtLeastOnce),
+                                identifier: None,
+                            },
+                        ),
+                    },
+                ],
+                tidegate_store::Durability::Synced,
+            )
+            .unwrap();
+        let (mut b, report) =
+            Broker::restore(BrokerConfig::default(), now, wall, store.load().unwrap());
+        assert_eq!(report.sessions, 3);
+        assert_eq!(report.expired_sessions, 1);
+        assert_eq!(
+            report.wills, 2,
+            "the expired session's and the one online at the stop"
+        );
+        assert_eq!(b.stats().sessions, 2);
+        // "later" holds the two wills published at start-up, queued for it.
+        assert_eq!(b.stats().queued_messages, 2);
+        b.handle_timeout(now + Duration::from_secs(5));
+        assert_eq!(
+            b.stats().queued_messages,
+            3,
+            "its own will after 5 s (No Local is off)"
+        );
+        b.handle_timeout(now + Duration::from_secs(10));
+        assert_eq!(b.stats().sessions, 1, "expired 10 s after the restore");
+        let ops = b.take_store_batch().unwrap().ops;
+        assert!(ops.contains(&StoreOp::DeleteSession(Arc::from("gone"))));
+        assert!(ops.contains(&StoreOp::DeleteSession(Arc::from("later"))));
+    }
+}
