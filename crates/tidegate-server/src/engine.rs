@@ -178,6 +178,13 @@ impl Engine {
             return;
         }
         if let Some(batch) = self.broker.take_store_batch() {
+            if batch.ops.is_empty() {
+                // Every operation was cancelled (QoS 1 deliveries acknowledged before being
+                // written): nothing to write, and no batch is before it.
+                self.broker
+                    .handle_store_committed(Instant::now(), batch.id, Vec::new());
+                return;
+            }
             *in_flight = Some(InFlight {
                 batch: Some(batch.id),
                 reply: writer.apply(batch.ops),

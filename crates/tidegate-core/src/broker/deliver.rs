@@ -359,7 +359,8 @@ impl Broker {
         if let AliasUse::Establish(a) = alias {
             c.outbound_aliases.commit(&msg.topic, a);
         }
-        self.send(conn, packet);
+        let published = msg.qos;
+        self.emit_delivery(conn, packet, published);
         true
     }
 }

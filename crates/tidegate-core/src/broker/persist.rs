@@ -4,22 +4,35 @@
 //! Place in the data flow:
 //! ```text
 //! event ─▶ Broker ─┬─ StoreOp ──▶ ops log ──take_store_batch──▶ shell: Store::apply (writer thread)
-//!                  └─ Output ──▶ staged ──▶ held with the batch ──handle_store_committed──▶ poll_output
+//!                  └─ Output ──▶ staged ──▶ held per connection ──handle_store_committed──▶ poll_output
 //! ```
-//! The rule is the write-ahead rule: **no output leaves before the store operations emitted
-//! before it are durable.** Outputs produced while no operation is pending (and nothing is held)
-//! go out at once; everything else waits for the batch that carries the operations before it,
-//! and batches are released in order. That one rule gives every guarantee the store promises:
-//! a PUBACK/PUBREC means the message is in every persistent subscriber's queue (or inflight
-//! entry) and the inbound QoS 2 id is stored; a SUBACK or CONNACK of a persistent session means
-//! its state is stored; a PUBLISH a subscriber sees was stored first (so a QoS 2 delivery seen
-//! before a crash is found again after it, with the same packet id, and is never delivered a
-//! second time under a new one); acknowledgements leave in the order their PUBLISHes came
-//! [MQTT-4.6.0-2..4]. The cost is that outputs wait for a group commit while writes are
-//! pending; the shell keeps that short by committing whatever accumulated during the previous
-//! commit as one batch.
+//! The rule is the write-ahead rule, applied per connection: **an output that makes a promise
+//! about the store leaves only once the store operations emitted before it are durable, and no
+//! output overtakes an earlier output to the same connection.** When an event is settled, each
+//! of its outputs is tagged with the batch that carries the operations emitted so far (or with
+//! nothing, see below); it leaves when that batch is reported and everything queued before it
+//! for the same connection has left. Outputs to other connections are not in the way.
 //!
-//! When a batch cannot be written (full disk), the outputs it held go out, except its
+//! That gives every guarantee the store promises: a PUBACK/PUBREC means the message is in every
+//! persistent subscriber's queue (or inflight entry) and the inbound QoS 2 id is stored; a
+//! SUBACK or CONNACK of a persistent session means its state is stored; a QoS 2 PUBLISH (and a
+//! PUBREL) a subscriber sees was stored first (so a QoS 2 delivery seen before a crash is found
+//! again after it, with the same packet id, and is never delivered a second time under a new
+//! one); acknowledgements leave in the order their PUBLISHes came [MQTT-4.6.0-2..4] because
+//! they go to the same connection.
+//!
+//! Outputs that promise nothing about the store do not wait for it (they still wait behind
+//! earlier outputs to their connection): PINGRESP, and a PUBLISH at QoS 0 or 1 of a message
+//! published at QoS 0 or 1. Such a delivery may be seen before the write that records it; if
+//! the gateway dies before that write, the publisher was not acknowledged (its PUBACK waits
+//! for the write) and sends again, or the message is still in the stored queue or inflight
+//! entry and is sent again — a duplicate, which at-least-once allows, and which QoS 0/1
+//! publications get from any publisher's resend anyway. A delivery of a QoS 2 *publication*
+//! always waits (even when downgraded to QoS 0 or 1 by the subscription): the publisher's
+//! resend after a crash would route it again, and exactly once from the publisher must not
+//! become twice at a subscriber. `docs/design/storage.md` has the full argument.
+//!
+//! When a batch cannot be written (full disk), the outputs that needed it go out, except their
 //! *promises*: a PUBACK/PUBREC is turned into reason 0x97 (Quota exceeded) for MQTT 5 —
 //! a QoS 2 id is forgotten, the flow ends — and into a closed connection for 3.1.1, which has
 //! no way to say no; a SUBACK's granted codes become failures and the subscriptions are
@@ -33,10 +46,10 @@ use super::{Broker, ConnId, Output};
 use crate::Message;
 use crate::queue::{MessageQueue, Queued};
 use crate::router::{SessionKey, SubscriptionEntry};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tidegate_protocol::{Packet, ReasonCode};
+use tidegate_protocol::{Packet, PacketId, QoS, ReasonCode};
 use tidegate_store::{
     InflightRecord, InflightStage, MessageRecord, PendingWillRecord, Presence, QueueChunk,
     QueueLoad, QueuedRecord, SessionRecord, Snapshot, StoreOp, SubscriptionRecord, UnixMillis,
@@ -117,19 +130,32 @@ pub(super) enum Promise {
     },
 }
 
-/// An output waiting for durability.
+/// An output of the event being handled, not yet settled.
 #[derive(Debug)]
 pub(super) struct Staged {
     output: Output,
     promise: Option<Promise>,
+    /// Promises nothing about the store: waits only behind earlier outputs to its connection.
+    free: bool,
+}
+
+/// A settled output waiting for its batch or for an earlier output to the same connection.
+#[derive(Debug)]
+struct Held {
+    /// The batch that must be reported first (0: none).
+    needs: u64,
+    staged: Staged,
+    /// Its batch failed: the promise is withdrawn when it leaves.
+    withdrawn: bool,
 }
 
 #[derive(Debug)]
-struct HeldBatch {
+struct InFlightBatch {
     id: u64,
-    outputs: Vec<Staged>,
     /// Sessions whose queue load rides in this batch.
     loads: Vec<SessionKey>,
+    /// Every operation was cancelled: reporting it proves nothing about the store.
+    empty: bool,
 }
 
 /// The persistence state of a durable broker (`None` in [`Broker`] when persistence is off).
@@ -140,11 +166,21 @@ pub(super) struct Persist {
     clock: WallClock,
     /// Outputs of the events handled since the last settle.
     staged: Vec<Staged>,
-    /// Outputs held, waiting for `ops` to be taken into a batch.
-    unbatched: Vec<Staged>,
+    /// Settled outputs not yet released, in the order they were produced.
+    held: VecDeque<Held>,
+    /// How many of `held` go to each connection (absent: none).
+    held_per_conn: HashMap<ConnId, usize>,
     /// Batches handed out and not yet reported, oldest first.
-    batches: VecDeque<HeldBatch>,
+    batches: VecDeque<InFlightBatch>,
     next_batch: u64,
+    /// Every batch up to this id has been reported (written or failed).
+    reported: u64,
+    /// QoS 1 inflight entries created by an operation still in `ops` (its index there): when
+    /// the subscriber acknowledges before the batch is taken, the creation is cancelled and
+    /// no deletion is written (see [`Broker::store`]).
+    fresh_inflight: HashMap<(Arc<str>, PacketId), usize>,
+    /// Indexes of cancelled operations in `ops`.
+    cancelled: HashSet<usize>,
     /// False after a failed write, until one succeeds.
     pub(super) store_ok: bool,
     /// The record of the message being fanned out, so N deliveries share one.
@@ -176,9 +212,13 @@ impl Broker {
             ops: Vec::new(),
             clock,
             staged: Vec::new(),
-            unbatched: Vec::new(),
+            held: VecDeque::new(),
+            held_per_conn: HashMap::new(),
             batches: VecDeque::new(),
             next_batch: 1,
+            reported: 0,
+            fresh_inflight: HashMap::new(),
+            cancelled: HashSet::new(),
             store_ok: true,
             cache: None,
         });
@@ -365,23 +405,32 @@ impl Broker {
     }
 
     /// The store operations emitted since the last call, as one batch to apply atomically;
-    /// `None` when there are none. Every output produced since the previous batch is held
-    /// until this one is reported written.
+    /// `None` when there are none. Outputs that depend on these operations are held until this
+    /// batch is reported written. Several batches may be out at once; they must be applied
+    /// and reported in the order they were taken.
+    ///
+    /// The batch's `ops` may be empty when every operation emitted was cancelled (a QoS 1
+    /// delivery acknowledged before it was written): there is nothing to write, but outputs
+    /// wait for it, so it is reported like any other (at once, when no batch is before it).
     pub fn take_store_batch(&mut self) -> Option<StoreBatch> {
         self.settle();
-        let Broker { persist, out, .. } = self;
-        let p = persist.as_mut()?;
+        let p = self.persist.as_mut()?;
         if p.ops.is_empty() {
-            // Held only to stay behind earlier batches.
-            match p.batches.back_mut() {
-                Some(last) => last.outputs.append(&mut p.unbatched),
-                None => out.extend(p.unbatched.drain(..).map(|s| s.output)),
-            }
             return None;
         }
         let id = p.next_batch;
         p.next_batch += 1;
-        let ops = std::mem::take(&mut p.ops);
+        let mut ops = std::mem::take(&mut p.ops);
+        p.fresh_inflight.clear();
+        if !p.cancelled.is_empty() {
+            let cancelled = std::mem::take(&mut p.cancelled);
+            ops = ops
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !cancelled.contains(i))
+                .map(|(_, op)| op)
+                .collect();
+        }
         let loads = ops
             .iter()
             .filter_map(|op| match op {
@@ -389,10 +438,10 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        p.batches.push_back(HeldBatch {
+        p.batches.push_back(InFlightBatch {
             id,
-            outputs: std::mem::take(&mut p.unbatched),
             loads,
+            empty: ops.is_empty(),
         });
         Some(StoreBatch {
             id: BatchId(id),
@@ -411,26 +460,27 @@ impl Broker {
         self.persist.as_ref().map_or(0, |p| p.batches.len())
     }
 
-    /// Batch `id` is durable: its outputs go out (in order), and the queue loads it carried
-    /// are delivered.
+    /// Batch `id` is durable: the outputs waiting for it go out (in order per connection),
+    /// and the queue loads it carried are delivered.
     pub fn handle_store_committed(&mut self, now: Instant, id: BatchId, loaded: Vec<QueueChunk>) {
         self.settle();
         let Some(batch) = self.pop_batch(id) else {
             return;
         };
-        if let Some(p) = &mut self.persist {
+        if let Some(p) = &mut self.persist
+            && !batch.empty
+        {
             p.store_ok = true;
         }
-        self.out.extend(batch.outputs.into_iter().map(|s| s.output));
-        self.release_if_idle();
+        self.release(now);
         for chunk in loaded {
             self.on_queue_loaded(now, chunk);
         }
     }
 
-    /// Batch `id` could not be written: its outputs go out with their promises withdrawn (see
-    /// the module docs), and until a write succeeds publications that would need the store are
-    /// refused.
+    /// Batch `id` could not be written: the outputs waiting for it go out with their promises
+    /// withdrawn (see the module docs), and until a write succeeds publications that would
+    /// need the store are refused.
     pub fn handle_store_failed(&mut self, now: Instant, id: BatchId) {
         self.settle();
         let Some(batch) = self.pop_batch(id) else {
@@ -439,22 +489,13 @@ impl Broker {
         self.counters.store_failures += 1;
         if let Some(p) = &mut self.persist {
             p.store_ok = false;
-        }
-        let mut close = Vec::new();
-        for staged in batch.outputs {
-            match staged.promise {
-                None => self.out.push_back(staged.output),
-                Some(promise) => {
-                    if let Some(output) = self.withdraw(promise, staged.output, &mut close) {
-                        self.out.push_back(output);
-                    }
+            for h in p.held.iter_mut() {
+                if h.needs == batch.id && h.staged.promise.is_some() {
+                    h.withdrawn = true;
                 }
             }
         }
-        self.release_if_idle();
-        for conn in close {
-            self.end_connection(now, conn, super::lifecycle::WillFate::Publish, true);
-        }
+        self.release(now);
         for key in batch.loads {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.queue.load_failed();
@@ -475,23 +516,57 @@ impl Broker {
         self.persist.as_ref().is_none_or(|p| p.store_ok)
     }
 
-    fn pop_batch(&mut self, id: BatchId) -> Option<HeldBatch> {
+    fn pop_batch(&mut self, id: BatchId) -> Option<InFlightBatch> {
         let p = self.persist.as_mut()?;
         if p.batches.front().map(|b| b.id) != Some(id.0) {
             tracing::warn!(batch = id.0, "store batch reported out of order; ignored");
             return None;
         }
+        p.reported = id.0;
         p.batches.pop_front()
     }
 
-    /// Releases outputs held only behind batches, once none is left and no operation waits.
-    fn release_if_idle(&mut self) {
-        let Broker { persist, out, .. } = self;
-        if let Some(p) = persist
-            && p.batches.is_empty()
-            && p.ops.is_empty()
-        {
-            out.extend(p.unbatched.drain(..).map(|s| s.output));
+    /// Releases every held output whose batch is reported and that has nothing held before it
+    /// on its connection; withdrawn promises are rewritten on the way out.
+    fn release(&mut self, now: Instant) {
+        let Some(p) = &mut self.persist else {
+            return;
+        };
+        if p.held.is_empty() {
+            return;
+        }
+        let mut blocked: HashSet<ConnId> = HashSet::new();
+        let mut released = Vec::new();
+        let mut kept = VecDeque::with_capacity(p.held.len());
+        for h in p.held.drain(..) {
+            let conn = output_conn(&h.staged.output);
+            if h.needs <= p.reported && !blocked.contains(&conn) {
+                if let Some(n) = p.held_per_conn.get_mut(&conn) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.held_per_conn.remove(&conn);
+                    }
+                }
+                released.push(h);
+            } else {
+                blocked.insert(conn);
+                kept.push_back(h);
+            }
+        }
+        p.held = kept;
+        let mut close = Vec::new();
+        for h in released {
+            match (h.withdrawn, h.staged.promise) {
+                (true, Some(promise)) => {
+                    if let Some(output) = self.withdraw(promise, h.staged.output, &mut close) {
+                        self.out.push_back(output);
+                    }
+                }
+                _ => self.out.push_back(h.staged.output),
+            }
+        }
+        for conn in close {
+            self.end_connection(now, conn, super::lifecycle::WillFate::Publish, true);
         }
     }
 
@@ -579,14 +654,40 @@ impl Broker {
 
     /// Queues an output: at once without persistence, else staged until [`Broker::settle`].
     pub(super) fn emit(&mut self, output: Output, promise: Option<Promise>) {
+        let free = matches!(
+            &output,
+            Output::Send {
+                packet: Packet::PingResp,
+                ..
+            }
+        );
+        self.stage(output, promise, free);
+    }
+
+    /// Queues a PUBLISH to a subscriber of a message published at `published`: one at QoS 0
+    /// or 1 of a QoS 0 or 1 publication promises nothing about the store and does not wait
+    /// for it (see the module docs).
+    pub(super) fn emit_delivery(&mut self, conn: ConnId, packet: Packet, published: QoS) {
+        let free = published != QoS::ExactlyOnce
+            && matches!(&packet, Packet::Publish(p) if p.qos != QoS::ExactlyOnce);
+        self.stage(Output::Send { conn, packet }, None, free);
+    }
+
+    fn stage(&mut self, output: Output, promise: Option<Promise>, free: bool) {
         match &mut self.persist {
             None => self.out.push_back(output),
-            Some(p) => p.staged.push(Staged { output, promise }),
+            Some(p) => p.staged.push(Staged {
+                output,
+                promise,
+                free,
+            }),
         }
     }
 
-    /// Moves staged outputs out, or into the held set when an operation before them is not
-    /// yet durable.
+    /// Settles the outputs of the events handled so far: each goes out at once when it waits
+    /// for nothing (no store operation before it pending, or it promises nothing) and nothing
+    /// is held for its connection; otherwise it is held, tagged with the batch that will carry
+    /// the operations emitted so far.
     pub(super) fn settle(&mut self) {
         let Broker { persist, out, .. } = self;
         let Some(p) = persist else {
@@ -595,18 +696,66 @@ impl Broker {
         if p.staged.is_empty() {
             return;
         }
-        if p.ops.is_empty() && p.unbatched.is_empty() && p.batches.is_empty() {
-            out.extend(p.staged.drain(..).map(|s| s.output));
+        // The batch holding every operation emitted so far: the pending one, or else the last
+        // one taken (already reported when `<= reported`).
+        let pending = if p.ops.is_empty() {
+            p.next_batch - 1
         } else {
-            p.unbatched.append(&mut p.staged);
+            p.next_batch
+        };
+        for staged in p.staged.drain(..) {
+            let conn = output_conn(&staged.output);
+            let needs = if staged.free { 0 } else { pending };
+            if needs <= p.reported && !p.held_per_conn.contains_key(&conn) {
+                out.push_back(staged.output);
+            } else {
+                *p.held_per_conn.entry(conn).or_insert(0) += 1;
+                p.held.push_back(Held {
+                    needs,
+                    staged,
+                    withdrawn: false,
+                });
+            }
         }
     }
 
     /// Appends a store operation (a no-op without persistence).
+    ///
+    /// One pair is cancelled instead of written: a QoS 1 inflight entry whose creation is
+    /// still in the pending operations and which is deleted (the subscriber acknowledged)
+    /// before they are taken. Its key was absent before the creation (a packet id is reused
+    /// only after the deletion of its previous entry, which is an earlier operation and stays),
+    /// so dropping both leaves every later state of the store the same, and no batch boundary
+    /// falls between them. Under load most QoS 1 deliveries to online subscribers end this
+    /// way, and the batch shrinks to what still matters.
     pub(super) fn store(&mut self, op: StoreOp) {
-        if let Some(p) = &mut self.persist {
-            p.ops.push(op);
+        let Some(p) = &mut self.persist else {
+            return;
+        };
+        match &op {
+            StoreOp::PutInflight { client_id, record } => {
+                let key = (client_id.clone(), record.packet_id);
+                if matches!(record.stage, InflightStage::AwaitingAck(_)) {
+                    p.fresh_inflight.insert(key, p.ops.len());
+                } else {
+                    p.fresh_inflight.remove(&key);
+                }
+            }
+            StoreOp::DeleteInflight {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(at) = p.fresh_inflight.remove(&(client_id.clone(), *packet_id)) {
+                    p.cancelled.insert(at);
+                    return;
+                }
+            }
+            StoreOp::DeleteSession(client_id) => {
+                p.fresh_inflight.retain(|(c, _), _| c != client_id);
+            }
+            _ => {}
         }
+        p.ops.push(op);
     }
 
     /// Operations emitted so far and not yet taken (to tell whether an event wrote).
@@ -819,11 +968,16 @@ impl Broker {
     /// Outputs waiting for the store, for tests.
     #[cfg(test)]
     pub(super) fn held_outputs(&self) -> usize {
-        self.persist.as_ref().map_or(0, |p| {
-            p.staged.len()
-                + p.unbatched.len()
-                + p.batches.iter().map(|b| b.outputs.len()).sum::<usize>()
-        })
+        self.persist
+            .as_ref()
+            .map_or(0, |p| p.staged.len() + p.held.len())
+    }
+}
+
+/// The connection an output is for.
+fn output_conn(output: &Output) -> ConnId {
+    match output {
+        Output::Send { conn, .. } | Output::Close { conn } => *conn,
     }
 }
 
@@ -912,6 +1066,126 @@ mod tests {
         h.b.handle_store_committed(now, batch.id, Vec::new());
         h.pump();
         assert_eq!(h.take(publ), vec![puback(1), Packet::PingResp]);
+    }
+
+    #[test]
+    fn qos1_deliveries_leave_before_their_batch_and_qos2_ones_wait() {
+        let mut h = H::durable(BrokerConfig::default());
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "one", QoS::AtLeastOnce);
+        h.subscribe(sub, "two", QoS::ExactlyOnce);
+        let publ = h.join(v5("pub"));
+        let other = h.join(v5("other"));
+        h.auto_commit = false;
+        h.send(
+            publ,
+            Packet::Publish(publish("one", QoS::AtLeastOnce, 1, "a")),
+        );
+        assert_eq!(
+            h.publishes(sub).len(),
+            1,
+            "a QoS 1 delivery promises nothing about the store"
+        );
+        assert_eq!(
+            h.take(publ),
+            vec![],
+            "the PUBACK waits for the inflight entry"
+        );
+        h.send(other, Packet::PingReq);
+        assert_eq!(
+            h.take(other),
+            vec![Packet::PingResp],
+            "another connection is not in the way"
+        );
+        // Downgraded to QoS 1 by nothing: a QoS 2 publication waits, and so does everything
+        // queued to the subscriber after it.
+        h.send(
+            publ,
+            Packet::Publish(publish("two", QoS::ExactlyOnce, 2, "b")),
+        );
+        h.send(
+            publ,
+            Packet::Publish(publish("one", QoS::AtLeastOnce, 3, "c")),
+        );
+        assert_eq!(h.publishes(sub), vec![]);
+        h.commit();
+        let got = h.publishes(sub);
+        assert_eq!(payloads(&got), [b"b".as_slice(), b"c"], "order kept");
+        assert_eq!(h.take(publ), vec![puback(1), pubrec(2), puback(3)]);
+    }
+
+    #[test]
+    fn a_delivery_acknowledged_before_its_batch_is_never_written() {
+        let mut h = H::durable(BrokerConfig::default());
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "t", QoS::AtLeastOnce);
+        let publ = h.join(v5("pub"));
+        h.auto_commit = false;
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "a")),
+        );
+        let id = h.publishes(sub)[0].packet_id.unwrap();
+        h.send(sub, Packet::PubAck(PubResponse::success(id)));
+        let batch = h.b.take_store_batch().unwrap();
+        assert!(batch.ops.is_empty(), "{:?}", kinds(&batch.ops));
+        assert_eq!(h.take(publ), vec![], "the PUBACK still waits for its batch");
+        let now = h.now;
+        h.b.handle_store_committed(now, batch.id, Vec::new());
+        assert_eq!(h.take(publ), vec![puback(1)]);
+        // Acknowledged after its batch was taken: written, then deleted.
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 2, "b")),
+        );
+        let id = h.publishes(sub)[0].packet_id.unwrap();
+        assert_eq!(kinds(&h.commit()), ["PutInflight"]);
+        h.send(sub, Packet::PubAck(PubResponse::success(id)));
+        assert_eq!(kinds(&h.commit()), ["DeleteInflight"]);
+        let mut store = h.store.clone();
+        assert!(store.load().unwrap().sessions[0].inflight.is_empty());
+    }
+
+    #[test]
+    fn an_empty_batch_does_not_end_a_store_failure() {
+        let mut h = H::durable(BrokerConfig::default());
+        let sub = h.join(v5_persistent("sub", true));
+        h.subscribe(sub, "t", QoS::AtLeastOnce);
+        let publ = h.join(v5("pub"));
+        h.auto_commit = false;
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "a")),
+        );
+        let first = h.b.take_store_batch().unwrap();
+        h.send(
+            publ,
+            Packet::Publish(publish("t", QoS::AtLeastOnce, 2, "b")),
+        );
+        let ids: Vec<_> = h
+            .publishes(sub)
+            .iter()
+            .map(|p| p.packet_id.unwrap())
+            .collect();
+        h.send(sub, Packet::PubAck(PubResponse::success(ids[1])));
+        let second = h.b.take_store_batch().unwrap();
+        assert!(second.ops.is_empty(), "{:?}", kinds(&second.ops));
+        let now = h.now;
+        h.b.handle_store_failed(now, first.id);
+        h.b.handle_store_committed(now, second.id, Vec::new());
+        assert!(
+            !h.b.store_available(),
+            "nothing was written: the failure stands"
+        );
+        let refused = PubResponse {
+            reason_code: ReasonCode::QuotaExceeded,
+            ..PubResponse::success(pid(1))
+        };
+        assert_eq!(
+            h.take(publ),
+            vec![Packet::PubAck(refused), puback(2)],
+            "the second message was acknowledged by its subscriber: its promise holds"
+        );
     }
 
     #[test]
