@@ -4,6 +4,7 @@
 //! arguments; nothing below this module reads the command line. The hidden `--child` flag of
 //! `conn` is how the tool re-executes itself for `--processes`.
 
+use crate::client::ConnectOptions;
 use crate::payload::HEADER_LEN;
 use crate::source_addrs::SourceAddrs;
 use crate::target::Target;
@@ -36,6 +37,9 @@ pub enum Scenario {
     /// N persistent sessions disconnect at once, messages are queued for them, they reconnect:
     /// time until every session is resumed and every queued message delivered.
     Storm(StormArgs),
+    /// Connections opened and closed for --duration (TLS handshake, CONNECT/CONNACK,
+    /// DISCONNECT), full or (--resume) resumed TLS handshakes: handshakes per second.
+    Handshake(HandshakeArgs),
     /// HTTP publish/subscribe load (not yet implemented).
     Http(CommonArgs),
 }
@@ -146,6 +150,30 @@ pub struct MessageArgs {
     /// After the last send, how long to wait for outstanding deliveries and acks.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Persistent sessions: publishers and subscribers connect with Clean Start 0 (MQTT 5,
+    /// with this Session Expiry Interval in seconds) or Clean Session 0 (3.1.1, where the
+    /// broker keeps the session until it is cleaned), so a broker with persistence stores
+    /// their subscriptions and inflight messages. Client ids are `<prefix>-s<i>` and
+    /// `<prefix>-p<i>`, fresh per run by default (`tgb-<pid>`). Unset: clean sessions.
+    #[arg(long, value_name = "SECS")]
+    pub session_expiry: Option<u32>,
+}
+
+impl MessageArgs {
+    /// Sets the session part of a CONNECT (Clean Start and Session Expiry) per
+    /// `--session-expiry`.
+    pub fn apply_session(&self, opts: &mut ConnectOptions) {
+        match self.session_expiry {
+            Some(secs) => {
+                opts.clean_start = false;
+                opts.session_expiry = Some(secs);
+            }
+            None => {
+                opts.clean_start = true;
+                opts.session_expiry = None;
+            }
+        }
+    }
 }
 
 /// Options of `conn`.
@@ -205,6 +233,47 @@ pub struct StormArgs {
     /// Give up waiting for resumption and delivery after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub drain: Duration,
+}
+
+/// Options of `handshake`.
+#[derive(Debug, Clone, Args)]
+pub struct HandshakeArgs {
+    /// Connection options (`-n` is not used: see --concurrency).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections in progress at once, each opening the next as soon as it closed.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u32,
+    /// Resume TLS sessions: one client configuration whose session store collects the
+    /// broker's tickets. Off: session resumption disabled, every handshake is a full one.
+    #[arg(long)]
+    pub resume: bool,
+    /// Measured time after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Time before measuring (connections are made but not counted; fills the session store).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+impl HandshakeArgs {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.common.validate()?;
+        if self.concurrency == 0 {
+            return Err(invalid("--concurrency must be at least 1"));
+        }
+        if self.duration.is_zero() {
+            return Err(invalid("--duration must be positive"));
+        }
+        match self.common.target()? {
+            Target::Unix { .. } => Err(invalid("handshake needs a tcp, tls, ws or wss target")),
+            Target::Net { tls: false, .. } if self.resume => {
+                Err(invalid("--resume needs a tls:// or wss:// target"))
+            }
+            Target::Net { .. } => Ok(()),
+        }
+    }
 }
 
 /// A parsed `--source-addrs`, kept as text too so children can be given the same value.
@@ -280,6 +349,11 @@ impl MessageArgs {
         }
         if self.duration.is_zero() {
             return Err(invalid("--duration must be positive"));
+        }
+        if self.session_expiry == Some(0) {
+            return Err(invalid(
+                "--session-expiry must be at least 1 (0 would be a clean session)",
+            ));
         }
         Ok(())
     }
@@ -447,6 +521,47 @@ mod tests {
     }
 
     #[test]
+    fn session_expiry_makes_persistent_sessions() {
+        let cli = parse(&["pairs", "--qos", "1", "--session-expiry", "300"]).unwrap();
+        let Scenario::Pairs(m) = cli.scenario else {
+            panic!("not pairs")
+        };
+        m.validate().unwrap();
+        let env_opts = || ConnectOptions {
+            version: ProtocolVersion::V311,
+            client_id: "c".to_owned(),
+            clean_start: true,
+            keep_alive: 60,
+            session_expiry: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(1),
+            read_chunk: 1024,
+        };
+        let mut opts = env_opts();
+        m.apply_session(&mut opts);
+        assert!(!opts.clean_start, "Clean Start 0 / Clean Session 0");
+        assert_eq!(opts.session_expiry, Some(300));
+
+        let cli = parse(&["fanout", "--qos", "1"]).unwrap();
+        let Scenario::Fanout(m) = cli.scenario else {
+            panic!("not fanout")
+        };
+        assert_eq!(m.session_expiry, None);
+        let mut opts = env_opts();
+        opts.clean_start = false;
+        m.apply_session(&mut opts);
+        assert!(opts.clean_start, "clean sessions by default");
+        assert_eq!(opts.session_expiry, None);
+
+        let cli = parse(&["fanin", "--session-expiry", "0"]).unwrap();
+        let Scenario::Fanin(m) = cli.scenario else {
+            panic!("not fanin")
+        };
+        assert!(m.validate().is_err(), "expiry 0 is a clean session");
+    }
+
+    #[test]
     fn small_payload_is_refused() {
         let cli = parse(&["fanin", "--payload", "8"]).unwrap();
         let Scenario::Fanin(m) = cli.scenario else {
@@ -477,6 +592,36 @@ mod tests {
             panic!("not conn")
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn handshake_command_line() {
+        let cli = parse(&[
+            "handshake",
+            "--url",
+            "tls://localhost:8883",
+            "--insecure",
+            "--resume",
+            "--concurrency",
+            "4",
+        ])
+        .unwrap();
+        let Scenario::Handshake(h) = cli.scenario else {
+            panic!("not handshake")
+        };
+        h.validate().unwrap();
+        assert!(h.resume);
+        assert_eq!(h.concurrency, 4);
+        let plain = parse(&["handshake", "--url", "tcp://127.0.0.1:1883", "--resume"]).unwrap();
+        let Scenario::Handshake(h) = plain.scenario else {
+            panic!("not handshake")
+        };
+        assert!(h.validate().is_err(), "nothing to resume without TLS");
+        let unix = parse(&["handshake", "--url", "unix:///tmp/s"]).unwrap();
+        let Scenario::Handshake(h) = unix.scenario else {
+            panic!("not handshake")
+        };
+        assert!(h.validate().is_err());
     }
 
     #[test]

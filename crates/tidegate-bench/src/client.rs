@@ -108,6 +108,26 @@ pub struct Connection {
     read_chunk: usize,
 }
 
+/// The CONNECT packet `opts` describe (no will).
+pub fn connect_packet(opts: &ConnectOptions) -> Result<Packet, ClientError> {
+    Ok(Packet::Connect(Box::new(Connect {
+        protocol: opts.version,
+        clean_start: opts.clean_start,
+        keep_alive: opts.keep_alive,
+        client_id: Utf8::try_from(opts.client_id.as_str())?,
+        will: None,
+        username: opts.username.as_deref().map(Utf8::try_from).transpose()?,
+        password: opts
+            .password
+            .as_ref()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        properties: ConnectProperties {
+            session_expiry_interval: opts.session_expiry.filter(|_| opts.version.is_v5()),
+            ..ConnectProperties::default()
+        },
+    })))
+}
+
 impl Connection {
     /// Connects, sends CONNECT and waits for a successful CONNACK.
     pub async fn open(
@@ -139,23 +159,7 @@ impl Connection {
             connack: ConnAck::default(),
             read_chunk: opts.read_chunk.max(64),
         };
-        let connect = Packet::Connect(Box::new(Connect {
-            protocol: opts.version,
-            clean_start: opts.clean_start,
-            keep_alive: opts.keep_alive,
-            client_id: Utf8::try_from(opts.client_id.as_str())?,
-            will: None,
-            username: opts.username.as_deref().map(Utf8::try_from).transpose()?,
-            password: opts
-                .password
-                .as_ref()
-                .map(|p| Bytes::copy_from_slice(p.as_bytes())),
-            properties: ConnectProperties {
-                session_expiry_interval: opts.session_expiry.filter(|_| opts.version.is_v5()),
-                ..ConnectProperties::default()
-            },
-        }));
-        conn.queue(&connect)?;
+        conn.queue(&connect_packet(opts)?)?;
         conn.flush().await?;
         match conn.recv().await? {
             Packet::ConnAck(ack) if ack.reason_code.is_success() => {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use tidegate_bench::cli::{Cli, CommonArgs, Scenario};
 use tidegate_bench::report::Report;
 use tidegate_bench::scenario::topology::Shape;
-use tidegate_bench::scenario::{conn, conn_children, messaging, storm};
+use tidegate_bench::scenario::{conn, conn_children, handshake, messaging, storm};
 
 fn main() -> ExitCode {
     match real_main() {
@@ -46,6 +46,7 @@ fn common_of(s: &Scenario) -> &CommonArgs {
         Scenario::Pairs(m) | Scenario::Fanin(m) | Scenario::Fanout(m) => &m.common,
         Scenario::Conn(c) => &c.common,
         Scenario::Storm(s) => &s.common,
+        Scenario::Handshake(h) => &h.common,
         Scenario::Http(c) => c,
     }
 }
@@ -58,17 +59,26 @@ async fn run(scenario: Scenario, json: bool) -> Result<()> {
         Scenario::Conn(c) if c.child => return Ok(conn_children::run_child(&c).await?),
         Scenario::Conn(c) => conn::run(&c).await?,
         Scenario::Storm(s) => storm::run(&s).await?,
+        Scenario::Handshake(h) => {
+            let r = handshake::run(&h).await?;
+            return print(json, &r, || r.to_text());
+        }
         Scenario::Http(_) => bail!(
             "the http scenario is not implemented yet: it needs Tidegate's HTTP gateway \
-             (REST publish, SSE); use pairs, fanin, fanout, conn or storm"
+             (REST publish, SSE); use pairs, fanin, fanout, conn, storm or handshake"
         ),
     };
+    print(json, &report, || report.to_text())
+}
+
+/// Prints a report as JSON or as text.
+fn print<R: serde::Serialize>(json: bool, report: &R, text: impl FnOnce() -> String) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
+        serde_json::to_writer_pretty(&mut out, report)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report.to_text())?;
+        write!(out, "{}", text())?;
     }
     Ok(())
 }

@@ -211,7 +211,9 @@ pub async fn connect(
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A TCP connection to `addr` with Nagle off, from `source` when given (the first step of
+/// [`connect`], public for scenarios that layer TLS themselves to inspect the handshake).
+pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,

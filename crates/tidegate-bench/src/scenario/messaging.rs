@@ -306,17 +306,19 @@ async fn open_subscribers(
     let timeout = env.connect_timeout;
     let results = open_many(topo.subscribers.len() as u32, args.common.conn_rate, |i| {
         let env = env.clone();
+        let session = args.clone();
         let filter = topo
             .subscribers
             .get(i as usize)
             .map(|s| s.filter.clone())
             .unwrap_or_default();
         async move {
-            let opts = env.connect_options(
+            let mut opts = env.connect_options(
                 format!("{}-s{i}", env.client_prefix),
                 true,
                 MESSAGE_READ_CHUNK,
             );
+            session.apply_session(&mut opts);
             let mut conn = Connection::open(&env.endpoint, env.source(), &opts).await?;
             conn.subscribe(&[(Utf8::try_from(filter)?, qos)], timeout)
                 .await?;
@@ -334,12 +336,14 @@ async fn open_publishers(
 ) -> Result<Vec<Connection>, ScenarioError> {
     let results = open_many(topo.publishers.len() as u32, args.common.conn_rate, |i| {
         let env = env.clone();
+        let session = args.clone();
         async move {
-            let opts = env.connect_options(
+            let mut opts = env.connect_options(
                 format!("{}-p{i}", env.client_prefix),
                 true,
                 MESSAGE_READ_CHUNK,
             );
+            session.apply_session(&mut opts);
             Connection::open(&env.endpoint, env.source(), &opts).await
         }
     })

@@ -8,12 +8,14 @@
 pub mod conn;
 pub mod conn_children;
 pub mod conn_worker;
+pub mod handshake;
 pub mod live;
 pub mod messaging;
 pub mod publisher;
 pub mod storm;
 pub mod subscriber;
 pub mod ticker;
+pub mod ticket_store;
 pub mod topology;
 
 use crate::cli::{CliError, CommonArgs};
