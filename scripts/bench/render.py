@@ -19,8 +19,21 @@ import os
 import re
 import sys
 
+# No __pycache__ beside the scripts in the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import svg  # noqa: E402  (a sibling module, found through the path set just above)
+
+# Files this script writes under OUT_DIR/bench/ (profile-pairs-q0.txt: an earlier name).
+OUR_FILES = [
+    "latency-pairs-q0-100k.svg",
+    "latency-pairs-q1-max.svg",
+    "memory-per-connection.svg",
+    "rss-vs-connections.svg",
+    "profile-pairs-q0-max.txt",
+    "profile-pairs-q0-100k.txt",
+    "profile-pairs-q0.txt",
+]
 
 BROKERS = ["tidegate", "mosquitto", "rumqttd"]
 PEERS = ["mosquitto", "rumqttd"]
@@ -74,7 +87,7 @@ def read_tsv(path):
 
 
 def short_error(text):
-    """One table-safe line: the first line, without pipes, at most 160 characters."""
+    """The text on one table-safe line: whitespace collapsed, no pipes, at most 160 characters."""
     line = " ".join(text.split())
     line = line.replace("|", "/")
     return line if len(line) <= 160 else line[:157] + "..."
@@ -1119,9 +1132,11 @@ def write_svg(out_dir, name, content):
 
 def render(results_dir, out_dir):
     res = Results(results_dir)
-    # The plots and listings of an earlier render would otherwise linger beside new ones.
-    for old in glob.glob(f"{out_dir}/bench/*.svg") + glob.glob(f"{out_dir}/bench/profile-*.txt"):
-        os.remove(old)
+    # Our plots and listings of an earlier render would otherwise linger beside new ones (only
+    # ours: other scripts keep files in the same directory).
+    for old in OUR_FILES:
+        if os.path.exists(f"{out_dir}/bench/{old}"):
+            os.remove(f"{out_dir}/bench/{old}")
     meta = res.meta
     transports = [t for t in meta.get("transports", "tcp,tls,wss").split(",") if t]
     conn_mem = {}
