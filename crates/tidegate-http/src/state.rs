@@ -1,0 +1,57 @@
+//! [`Http`]: the HTTP face as the server starts it, and the state every handler shares.
+//!
+//! Place in the data flow: `tidegate-server` builds one [`Http`] per gateway (all HTTP
+//! listeners share it, hence one stream hub and one set of rate limiters) and serves
+//! [`Http::router`] on each listener's connections.
+
+use crate::config::HttpConfig;
+use crate::gateway::Gateway;
+use crate::stream::Hub;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The HTTP face: configuration, the gateway it drives, and the stream hub.
+#[derive(Clone)]
+pub struct Http {
+    pub(crate) state: AppState,
+}
+
+/// What every handler can reach (cheap to clone: one `Arc`).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The shared part of [`AppState`].
+pub(crate) struct Inner {
+    /// The engine, through the server.
+    pub(crate) gateway: Arc<dyn Gateway>,
+    /// `[http]`.
+    pub(crate) config: HttpConfig,
+    /// SSE / long-poll subscriptions and their histories.
+    pub(crate) hub: Hub,
+    /// Cancelled when the gateway drains: open streams and polls end.
+    pub(crate) stop: CancellationToken,
+    /// When the face was created (uptime).
+    pub(crate) started: Instant,
+}
+
+impl Http {
+    /// The HTTP face over `gateway`. Must be called inside a tokio runtime (the stream hub is
+    /// a task). `stop` ends open SSE streams and long-polls when the gateway drains.
+    pub fn new(gateway: Arc<dyn Gateway>, config: HttpConfig, stop: CancellationToken) -> Http {
+        let hub = Hub::start(gateway.clone(), &config, stop.clone());
+        Http {
+            state: AppState {
+                inner: Arc::new(Inner {
+                    gateway,
+                    config,
+                    hub,
+                    stop,
+                    started: Instant::now(),
+                }),
+            },
+        }
+    }
+}
