@@ -117,6 +117,7 @@ fn retained_benches(c: &mut Criterion) {
                 properties: Default::default(),
                 expires_at: None,
                 publisher: None,
+                received: None,
             }))
             .expect("below the maximum");
     }

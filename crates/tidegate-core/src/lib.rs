@@ -25,7 +25,9 @@ pub mod retained;
 pub mod router;
 
 pub use broker::{
-    BatchId, Broker, ConnId, ConnInfo, Output, QosCounts, RestoreReport, Stats, StoreBatch,
+    API_CONN, ApiAccepted, ApiPublish, ApiRefusal, Authorized, BatchId, Broker, ClientView, ConnId,
+    ConnInfo, DisconnectSide, Kicked, LATENCY_BUCKETS_US, LatencyHistogram, Output, QosCounts,
+    ReasonCounts, RestoreReport, SessionView, Stats, StoreBatch, SubscriptionView,
 };
 pub use config::{BrokerConfig, ConfigError, QueueDropPolicy};
 pub use message::Message;

@@ -36,6 +36,9 @@ pub struct Message {
     /// The session that published it, for No Local. `None` for wills sent after the session is
     /// gone and for system messages.
     pub publisher: Option<SessionKey>,
+    /// When the gateway accepted it: the start of the publish-to-deliver latency. `None` for a
+    /// message rebuilt from the store (its arrival time is not kept there).
+    pub received: Option<Instant>,
 }
 
 impl Message {
@@ -61,6 +64,7 @@ impl Message {
             properties,
             expires_at,
             publisher,
+            received: Some(now),
         }
     }
 
@@ -83,6 +87,7 @@ impl Message {
             },
             expires_at: expiry_deadline(now, p.message_expiry_interval),
             publisher,
+            received: Some(now),
         }
     }
 

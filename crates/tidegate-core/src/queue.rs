@@ -372,6 +372,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 expires_at: None,
                 publisher: None,
+                received: None,
             }),
             qos,
             retain: false,

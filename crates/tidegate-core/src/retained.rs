@@ -243,6 +243,7 @@ mod tests {
             properties: Default::default(),
             expires_at,
             publisher: None,
+            received: None,
         })
     }
 

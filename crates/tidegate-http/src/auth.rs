@@ -6,12 +6,19 @@
 //! Tokens are compared in constant time so their bytes cannot be guessed from response times.
 //! With no token configured at all, every request is refused (fail closed): `tidegate serve`
 //! generates tokens when the file names none.
+//!
+//! Rate limits ([`crate::limit`]) are applied here, where the caller is known: a recognised
+//! token is counted against its own limit; a failed authentication against the client's
+//! address (`ConnectInfo<SocketAddr>`, put there by the server), and past that limit the answer
+//! is 429 instead of 401/403, so guessing tokens is slow.
 
 use crate::error::ApiError;
+use crate::limit::TokenKind;
 use crate::state::AppState;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use std::net::{IpAddr, SocketAddr};
 
 /// The request carries a publish token: it may publish, subscribe, poll and read retained.
 #[derive(Debug, Clone)]
@@ -56,21 +63,53 @@ fn find(tokens: &[String], token: &str) -> Option<usize> {
     found
 }
 
+/// The address the request came from, when the server recorded it.
+fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Finds the bearer token of `parts` among the tokens of `kind`: its index, or 401 (none or
+/// unknown) / 403 (a token of the other kind, `wrong_kind` says why), rate limited both ways.
+fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    kind: TokenKind,
+    wrong_kind: &str,
+) -> Result<usize, ApiError> {
+    let config = &state.inner.config;
+    let (own, other) = match kind {
+        TokenKind::Publish => (&config.publish_tokens, &config.admin_tokens),
+        TokenKind::Admin => (&config.admin_tokens, &config.publish_tokens),
+    };
+    let failure = match bearer(parts) {
+        None => ApiError::unauthorized(),
+        Some(token) => match find(own, token) {
+            Some(i) => {
+                state.inner.limits.check_token(kind, i)?;
+                return Ok(i);
+            }
+            None if find(other, token).is_some() => ApiError::forbidden(wrong_kind),
+            None => ApiError::unauthorized(),
+        },
+    };
+    state.inner.limits.check_failure(peer_ip(parts))?;
+    Err(failure)
+}
+
 impl FromRequestParts<AppState> for PublishAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let config = &state.inner.config;
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if let Some(i) = find(&config.publish_tokens, token) {
-            return Ok(PublishAccess { token: i });
-        }
-        if find(&config.admin_tokens, token).is_some() {
-            return Err(ApiError::forbidden(
-                "an admin token cannot publish or subscribe; use a publish token",
-            ));
-        }
-        Err(ApiError::unauthorized())
+        authenticate(
+            parts,
+            state,
+            TokenKind::Publish,
+            "an admin token cannot publish or subscribe; use a publish token",
+        )
+        .map(|token| PublishAccess { token })
     }
 }
 
@@ -78,16 +117,54 @@ impl FromRequestParts<AppState> for AdminAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let config = &state.inner.config;
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if let Some(i) = find(&config.admin_tokens, token) {
-            return Ok(AdminAccess { token: i });
+        authenticate(
+            parts,
+            state,
+            TokenKind::Admin,
+            "a publish token cannot use the admin API; use an admin token",
+        )
+        .map(|token| AdminAccess { token })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_every_byte() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"secret", b"Secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secre"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+
+    #[test]
+    fn find_gives_the_index_of_the_match() {
+        let tokens = vec!["aa".to_owned(), "bb".to_owned(), "cc".to_owned()];
+        assert_eq!(find(&tokens, "bb"), Some(1));
+        assert_eq!(find(&tokens, "cc"), Some(2));
+        assert_eq!(find(&tokens, "b"), None);
+        assert_eq!(find(&[], "aa"), None);
+    }
+
+    fn parts(authorization: Option<&str>) -> Parts {
+        let mut request = axum::http::Request::builder();
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
         }
-        if find(&config.publish_tokens, token).is_some() {
-            return Err(ApiError::forbidden(
-                "a publish token cannot use the admin API; use an admin token",
-            ));
-        }
-        Err(ApiError::unauthorized())
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_takes_the_token_of_a_bearer_header_only() {
+        assert_eq!(bearer(&parts(Some("Bearer abc"))), Some("abc"));
+        assert_eq!(bearer(&parts(Some("bearer  abc "))), Some("abc"));
+        assert_eq!(bearer(&parts(Some("Basic abc"))), None);
+        assert_eq!(bearer(&parts(Some("Bearer "))), None);
+        assert_eq!(bearer(&parts(Some("Bearer"))), None);
+        assert_eq!(bearer(&parts(None)), None);
     }
 }

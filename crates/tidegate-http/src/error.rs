@@ -78,6 +78,12 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 500 `internal`: the gateway answered in a way this face does not expect (a bug, not
+    /// the client's doing).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     /// 413 `payload_too_large`.
     pub(crate) fn too_large(limit: usize) -> Self {
         ApiError::new(

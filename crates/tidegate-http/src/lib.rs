@@ -13,13 +13,23 @@
 //! Gateway (implemented by tidegate-server over its engine task) -> Broker`. This crate holds no
 //! socket and no broker: it turns HTTP into [`Gateway`] calls and the answers into JSON/SSE.
 
+mod admin;
+mod app;
 mod auth;
 pub mod config;
 mod error;
+mod extract;
 pub mod gateway;
 mod json;
+mod limit;
+mod openapi;
+mod ops;
+mod publish;
+mod retained;
 mod state;
 mod stream;
+#[cfg(test)]
+mod testing;
 
 pub use config::HttpConfig;
 pub use gateway::{

@@ -6,9 +6,9 @@
 
 use crate::config::HttpConfig;
 use crate::gateway::Gateway;
+use crate::limit::Limits;
 use crate::stream::Hub;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The HTTP face: configuration, the gateway it drives, and the stream hub.
@@ -31,27 +31,34 @@ pub(crate) struct Inner {
     pub(crate) config: HttpConfig,
     /// SSE / long-poll subscriptions and their histories.
     pub(crate) hub: Hub,
-    /// Cancelled when the gateway drains: open streams and polls end.
-    pub(crate) stop: CancellationToken,
-    /// When the face was created (uptime).
-    pub(crate) started: Instant,
+    /// Rate limiters per token and per failing address.
+    pub(crate) limits: Limits,
 }
 
 impl Http {
     /// The HTTP face over `gateway`. Must be called inside a tokio runtime (the stream hub is
     /// a task). `stop` ends open SSE streams and long-polls when the gateway drains.
     pub fn new(gateway: Arc<dyn Gateway>, config: HttpConfig, stop: CancellationToken) -> Http {
-        let hub = Hub::start(gateway.clone(), &config, stop.clone());
+        // The hub holds `stop`: it ends open streams and polls when the gateway drains.
+        let hub = Hub::start(gateway.clone(), &config, stop);
+        let limits = Limits::new(&config);
         Http {
             state: AppState {
                 inner: Arc::new(Inner {
                     gateway,
                     config,
                     hub,
-                    stop,
-                    started: Instant::now(),
+                    limits,
                 }),
             },
         }
+    }
+
+    /// Every endpoint (REST, streams, admin, operations, `/v1/openapi.json`) as one router
+    /// ready to serve, with JSON 404/405 answers and the body limit. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so failed authentications are
+    /// rate limited per client address.
+    pub fn router(&self) -> axum::Router {
+        crate::app::router(self.state.clone())
     }
 }

@@ -1,5 +1,5 @@
-//! The command line: `tidegate serve [--config FILE] [--listen URL]... [--data-dir DIR]` and
-//! `tidegate --version`.
+//! The command line: `tidegate serve [--config FILE] [--listen URL]... [--data-dir DIR]`,
+//! `tidegate passwd [--password-stdin]` and `tidegate --version`.
 //!
 //! Place in the data flow: the first step of start-up. The configuration is layered as the
 //! style notes ask: the file (named by `--config` or the `TIDEGATE_CONFIG` environment
@@ -10,6 +10,7 @@
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::dev_cert;
 use clap::{Args, Parser, Subcommand};
+use std::io::BufRead;
 use std::path::PathBuf;
 
 /// Tidegate, an MQTT 3.1.1 and 5.0 gateway.
@@ -26,6 +27,49 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Read a password from standard input and print its argon2id hash, the `password_hash`
+    /// of a `[[tenants.users]]` entry.
+    Passwd(PasswdArgs),
+}
+
+/// Arguments of `tidegate passwd`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PasswdArgs {
+    /// Read the password from standard input (what `passwd` always does; the flag is accepted
+    /// for scripts written for tools that need it). Only the first line is read, without its
+    /// line ending; nothing is echoed or prompted, so pipe it in: `echo -n s3cret | tidegate
+    /// passwd`.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Why `tidegate passwd` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    /// Standard input could not be read.
+    #[error("cannot read the password from standard input: {0}")]
+    Read(#[from] std::io::Error),
+    /// The first line is empty.
+    #[error("the password is empty")]
+    Empty,
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] tidegate_auth::PasswordError),
+}
+
+impl PasswdArgs {
+    /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$...`) of the first line of `input`.
+    /// Takes tens of milliseconds of CPU by design.
+    pub fn hash_from(&self, input: &mut impl BufRead) -> Result<String, PasswdError> {
+        let mut line = String::new();
+        input.read_line(&mut line)?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            return Err(PasswdError::Empty);
+        }
+        Ok(tidegate_auth::hash_password(password.as_bytes())?)
+    }
 }
 
 /// Arguments of `tidegate serve`.
@@ -43,17 +87,19 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Development mode: make a local CA and a localhost certificate in the data directory
     /// (first start only) for every TLS/WSS listener without `cert`/`key`; without a file or
-    /// `--listen`, listen on tcp :1883, tls :8883, ws :8083 and wss :8084.
+    /// `--listen`, listen on tcp :1883, tls :8883, ws :8083, wss :8084 and the HTTP API on
+    /// :8080.
     #[arg(long)]
     pub dev: bool,
 }
 
 /// The listeners of `tidegate serve --dev` without a configuration file or `--listen`.
-pub const DEV_LISTENERS: [(ListenerKind, &str); 4] = [
+pub const DEV_LISTENERS: [(ListenerKind, &str); 5] = [
     (ListenerKind::Tcp, "0.0.0.0:1883"),
     (ListenerKind::Tls, "0.0.0.0:8883"),
     (ListenerKind::Ws, "0.0.0.0:8083"),
     (ListenerKind::Wss, "0.0.0.0:8084"),
+    (ListenerKind::Http, "0.0.0.0:8080"),
 ];
 
 impl ServeArgs {
@@ -117,6 +163,7 @@ mod tests {
         let argv = ["tidegate", "serve"].iter().chain(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(args) => args,
+            other => panic!("serve expected, got {other:?}"),
         }
     }
 
@@ -194,10 +241,14 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_kind_fails_validation_with_a_clear_message() {
-        let args = serve(&["--listen", "http://0.0.0.0:8080"]);
-        let err = args.load_config().unwrap_err();
-        assert!(err.to_string().contains("not yet supported"), "{err}");
+    fn the_http_api_listens_by_default_and_by_flag() {
+        let config = serve(&[]).load_config().unwrap();
+        let kinds: Vec<_> = config.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, [ListenerKind::Tcp, ListenerKind::Http]);
+        assert_eq!(config.listeners[1].bind.as_deref(), Some("0.0.0.0:8080"));
+        let args = serve(&["--listen", "http://127.0.0.1:8081"]);
+        let config = args.load_config().unwrap();
+        assert_eq!(config.listeners[0].kind, ListenerKind::Http);
     }
 
     #[test]
@@ -212,7 +263,8 @@ mod tests {
                 ListenerKind::Tcp,
                 ListenerKind::Tls,
                 ListenerKind::Ws,
-                ListenerKind::Wss
+                ListenerKind::Wss,
+                ListenerKind::Http
             ]
         );
         let cert = dev_cert::dir(dir.path()).join("server.pem");
@@ -248,6 +300,37 @@ mod tests {
         assert!(matches!(
             serve(&["-c", missing_arg]).load_config(),
             Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn passwd_hashes_the_first_line_of_stdin() {
+        for argv in [
+            &["tidegate", "passwd"][..],
+            &["tidegate", "passwd", "--password-stdin"],
+        ] {
+            let Command::Passwd(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("passwd expected")
+            };
+            let mut input = std::io::Cursor::new("s3cret pass\r\nignored\n");
+            let phc = args.hash_from(&mut input).unwrap();
+            assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+            let parsed = tidegate_auth::parse_phc(&phc).unwrap();
+            assert!(tidegate_auth::verify_password(&parsed, b"s3cret pass"));
+            assert!(!tidegate_auth::verify_password(&parsed, b"s3cret pass\r"));
+        }
+        let args = PasswdArgs {
+            password_stdin: false,
+        };
+        let mut empty = std::io::Cursor::new("\n");
+        assert!(matches!(
+            args.hash_from(&mut empty),
+            Err(PasswdError::Empty)
+        ));
+        let mut nothing = std::io::Cursor::new("");
+        assert!(matches!(
+            args.hash_from(&mut nothing),
+            Err(PasswdError::Empty)
         ));
     }
 }

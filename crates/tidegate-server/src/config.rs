@@ -31,6 +31,9 @@ use tidegate_protocol::{QoS, Utf8, Utf8Error};
 /// Where `tidegate serve` listens when neither the file nor `--listen` names a listener.
 pub const DEFAULT_TCP_BIND: &str = "0.0.0.0:1883";
 
+/// Where the HTTP API listens when the configuration names no listener.
+pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8080";
+
 /// Largest whole MQTT packet the wire format can carry: 1 byte of packet type, 4 bytes of
 /// remaining length, and the 268,435,455-byte maximum remaining length.
 const MAX_MQTT_PACKET_SIZE: u32 = 268_435_460;
@@ -56,6 +59,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The HTTP API: tokens, body and rate limits, SSE history (`[http]`).
+    pub http: tidegate_http::HttpConfig,
 }
 
 impl Default for Config {
@@ -65,10 +70,14 @@ impl Default for Config {
             persistence: Persistence::Disk,
             fsync: FsyncPolicy::Always,
             fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
-            listeners: vec![ListenerConfig::new(ListenerKind::Tcp, DEFAULT_TCP_BIND)],
+            listeners: vec![
+                ListenerConfig::new(ListenerKind::Tcp, DEFAULT_TCP_BIND),
+                ListenerConfig::new(ListenerKind::Http, DEFAULT_HTTP_BIND),
+            ],
             limits: Limits::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            http: tidegate_http::HttpConfig::default(),
         }
     }
 }
@@ -136,6 +145,7 @@ impl Config {
         self.limits.validate()?;
         self.shutdown.validate()?;
         self.log.validate()?;
+        self.http.validate().map_err(ConfigError::Http)?;
         Ok(())
     }
 }
@@ -445,6 +455,9 @@ pub enum ConfigError {
         /// Its kind.
         kind: ListenerKind,
     },
+    /// The `[http]` table is invalid.
+    #[error("[http]: {0}")]
+    Http(String),
     /// A listener lacks the address key its kind needs.
     #[error("listener {listener}: a {kind} listener needs `{key}`")]
     MissingListenerKey {
@@ -535,8 +548,10 @@ mod tests {
         let config = parse("");
         assert_eq!(config, Config::default());
         assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.listeners[0].kind, ListenerKind::Tcp);
+        assert_eq!(config.listeners[1].kind, ListenerKind::Http);
+        assert_eq!(config.listeners[1].bind.as_deref(), Some(DEFAULT_HTTP_BIND));
         assert_eq!(config.listeners[0].bind.as_deref(), Some("0.0.0.0:1883"));
         assert_eq!(config.listeners[0].name(), "tcp:0.0.0.0:1883");
         assert_eq!(config.limits.max_packet_size, 1_048_576);
@@ -652,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_http_api_kinds_are_refused_by_validation() {
+    fn every_listener_kind_validates() {
         for kind in ListenerKind::ALL {
             let address = if kind == ListenerKind::Unix {
                 "/tmp/t.sock"
@@ -668,14 +683,23 @@ mod tests {
                 listeners: vec![listener],
                 ..Config::default()
             };
-            match config.validate() {
-                Ok(()) => assert!(kind.is_supported(), "{kind}"),
-                Err(err) => {
-                    assert!(!kind.is_supported(), "{kind}: {err}");
-                    assert!(err.to_string().contains("not yet supported"), "{err}");
-                }
-            }
+            assert!(kind.is_supported(), "{kind}");
+            config.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn the_http_table_is_read_and_checked() {
+        let config =
+            parse("[http]\npublish_tokens = [\"p\"]\nadmin_tokens = [\"a\"]\nmax_body_bytes = 10");
+        assert_eq!(config.http.publish_tokens, ["p"]);
+        assert_eq!(config.http.max_body_bytes, 10);
+        config.validate().unwrap();
+        let same = parse("[http]\npublish_tokens = [\"x\"]\nadmin_tokens = [\"x\"]");
+        assert!(matches!(same.validate(), Err(ConfigError::Http(_))));
+        let proxied =
+            parse("[[listeners]]\nkind = \"http\"\nbind = \"127.0.0.1:1\"\nproxy_protocol = true");
+        assert!(proxied.validate().is_err());
     }
 
     #[test]

@@ -342,9 +342,15 @@ impl<T: Transport> Connection<T> {
                         Some(CloseMode::Flush) => closing = true,
                         None => {}
                     }
+                    let before = self.wbuf.buf.len();
+                    let mut publishes = 0;
                     for packet in &batch.packets {
+                        publishes += u64::from(matches!(packet, Packet::Publish(_)));
                         self.encode(packet);
                     }
+                    let bytes = (self.wbuf.buf.len() - before) as u64;
+                    self.outbox.traffic.add_out(bytes, publishes);
+                    self.shared.stats.total_traffic().add_out(bytes, publishes);
                 }
                 event = socket_step(
                     &mut self.io,
@@ -414,12 +420,28 @@ impl<T: Transport> Connection<T> {
     /// A channel slot is reserved *before* decoding, so no packet is held across an await:
     /// that keeps a few hundred bytes (one `Packet`) out of every connection's future.
     async fn decode_all(&mut self) -> Result<(), DecodeStop> {
+        let (mut bytes, mut publishes) = (0u64, 0u64);
+        let result = self.decode_packets(&mut bytes, &mut publishes).await;
+        self.outbox.traffic.add_in(bytes, publishes);
+        self.shared.stats.total_traffic().add_in(bytes, publishes);
+        result
+    }
+
+    /// The loop of [`Self::decode_all`], counting what it decodes.
+    async fn decode_packets(
+        &mut self,
+        bytes: &mut u64,
+        publishes: &mut u64,
+    ) -> Result<(), DecodeStop> {
         loop {
             let Some(slot) = engine_slot(&self.shared.engine).await else {
                 return Err(DecodeStop::EngineGone);
             };
+            let buffered = self.rbuf.len();
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(mut packet)) => {
+                    *bytes += (buffered - self.rbuf.len()) as u64;
+                    *publishes += u64::from(matches!(packet, Packet::Publish(_)));
                     if let Packet::Connect(connect) = &mut packet {
                         self.apply_cert_identity(connect);
                     }

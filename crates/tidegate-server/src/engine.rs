@@ -39,6 +39,7 @@
 //! (backpressure instead of unbounded memory). After a failed write a store check is tried
 //! every [`STORE_CHECK_EVERY`] until one succeeds.
 
+use crate::api::{ApiRequest, ApiState};
 use crate::outbox::{CloseMode, Outbox, Push};
 use crate::stats::Stats;
 use crate::storage::{Reply, Storage, Writer};
@@ -102,6 +103,8 @@ pub(crate) enum EngineEvent {
         /// This connection.
         conn: ConnId,
     },
+    /// A request of the gateway's own API (HTTP publish, admin, metrics; see [`crate::api`]).
+    Api(ApiRequest),
 }
 
 /// The state of the engine task.
@@ -118,6 +121,8 @@ pub(crate) struct Engine {
     close_when_idle: bool,
     /// The last write failed: a check is due at this instant.
     check_at: Option<tokio::time::Instant>,
+    /// API publications waiting for their confirmation.
+    api: ApiState,
 }
 
 /// The job being written: its batch (`None` for a check) and the reply to wait for.
@@ -155,6 +160,7 @@ impl Engine {
             writer: storage.writer,
             close_when_idle: false,
             check_at: None,
+            api: ApiState::default(),
         }
     }
 
@@ -300,6 +306,12 @@ impl Engine {
                     self.broker.handle_closed(now, conn);
                 }
             }
+            EngineEvent::Api(request) => {
+                let conns = &self.conns;
+                let traffic =
+                    |conn: ConnId| conns.get(&conn).map_or((0, 0, 0, 0), |o| o.traffic.read());
+                self.api.handle(&mut self.broker, &traffic, now, request);
+            }
         }
     }
 
@@ -344,6 +356,7 @@ impl Engine {
                     outbox.close(CloseMode::Flush);
                 }
             }
+            Output::Committed { token, durable } => self.api.committed(token, durable),
         }
     }
 

@@ -1,15 +1,23 @@
 //! The `tidegate` binary: parses the command line, loads the configuration, sets up logging
-//! and runs the server of [`tidegate_server`] until SIGINT or SIGTERM.
+//! and runs the server of [`tidegate_server`] until SIGINT or SIGTERM; `tidegate passwd` prints
+//! the argon2id hash of a password read from standard input.
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tidegate_server::cli::{Cli, Command, ServeArgs};
+use tidegate_server::cli::{Cli, Command, PasswdArgs, ServeArgs};
 use tidegate_server::{Server, dev_cert, logging, shutdown};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
+        Command::Passwd(args) => passwd(&args),
     }
+}
+
+fn passwd(args: &PasswdArgs) -> anyhow::Result<()> {
+    let phc = args.hash_from(&mut std::io::stdin().lock())?;
+    println!("{phc}");
+    Ok(())
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@
 //! closes it. Either way the engine never waits for a client.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tidegate_protocol::{Packet, QoS};
 use tokio::sync::Notify;
@@ -60,11 +61,51 @@ struct State {
     detached: bool,
 }
 
+/// What one connection carried, in MQTT bytes (the encoded packets, without TLS or WebSocket
+/// framing) and PUBLISH packets; written by its task, read by the admin API.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Bytes of packets decoded from the client.
+    pub(crate) bytes_in: AtomicU64,
+    /// Bytes of packets encoded for the client.
+    pub(crate) bytes_out: AtomicU64,
+    /// PUBLISH packets from the client.
+    pub(crate) messages_in: AtomicU64,
+    /// PUBLISH packets to the client.
+    pub(crate) messages_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Adds one read batch: `bytes` decoded into `messages` PUBLISH packets.
+    pub(crate) fn add_in(&self, bytes: u64, messages: u64) {
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        self.messages_in.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// Adds one write batch.
+    pub(crate) fn add_out(&self, bytes: u64, messages: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.messages_out.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    /// (bytes in, bytes out, messages in, messages out).
+    pub(crate) fn read(&self) -> (u64, u64, u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+            self.messages_in.load(Ordering::Relaxed),
+            self.messages_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The queue shared by the engine (producer) and one connection task (consumer).
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    /// What the connection carried so far.
+    pub(crate) traffic: Traffic,
 }
 
 impl Outbox {

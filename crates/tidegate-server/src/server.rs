@@ -10,9 +10,11 @@
 //! listener can be drained with [`ServerControl::drain_listener`] while the others keep
 //! serving; a server-wide shutdown cancels the parents.
 
+use crate::api::GatewayHandle;
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::connection::ConnShared;
 use crate::engine::{self, Engine, EngineEvent};
+use crate::http::HttpAcceptor;
 use crate::listener::{self, AcceptContext, AcceptRate, Acceptor, Bound, ConnLimit};
 use crate::reload;
 use crate::shutdown;
@@ -75,6 +77,9 @@ pub enum ServerError {
     /// The store under `data_dir` could not be opened (the message says what to do).
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The generated HTTP API tokens could not be read or written.
+    #[error(transparent)]
+    HttpTokens(#[from] crate::http_tokens::TokenError),
 }
 
 /// One listener's handles for draining it alone.
@@ -138,6 +143,24 @@ pub struct Server {
     control: ServerControl,
     /// The broker restored from the store, and the store's writer.
     storage: Storage,
+    /// The bound HTTP listeners; their router is built in `serve`.
+    http: Vec<PendingHttp>,
+    /// The engine's sender, for the HTTP face (dropped in `serve` when there is none).
+    engine_tx: mpsc::Sender<EngineEvent>,
+}
+
+/// A bound HTTP listener waiting for the HTTP face.
+#[derive(Debug)]
+struct PendingHttp {
+    name: Arc<str>,
+    socket: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<TlsSetup>>,
+    limit: Option<Arc<ConnLimit>>,
+    rate: Option<AcceptRate>,
+    handshake_timeout: std::time::Duration,
+    stop: CancellationToken,
+    tracker: TaskTracker,
 }
 
 /// What [`Server::bind`] builds per listener beside the socket.
@@ -148,8 +171,11 @@ struct Built {
 
 impl Server {
     /// Validates `config`, loads the TLS material and binds every listener.
-    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+    pub async fn bind(mut config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        if config.listeners.iter().any(|l| l.kind.is_http()) {
+            crate::http_tokens::ensure(&mut config.http, &config.data_dir)?;
+        }
         // Before any socket is bound: a store that cannot be opened stops the start.
         let storage = Storage::open(&config).await?;
         tls::install_default_provider();
@@ -162,8 +188,16 @@ impl Server {
         let mut acceptors = Vec::with_capacity(config.listeners.len());
         let mut tls = Vec::new();
         let mut controls = HashMap::new();
+        let mut http = Vec::new();
         for listener in &config.listeners {
             let name = listener.name();
+            if listener.kind.is_http() {
+                let (pending, control) = bind_http(listener, &name, &stop, &hard_stop).await?;
+                tls.extend(pending.tls.clone());
+                http.push(pending);
+                controls.insert(name, control);
+                continue;
+            }
             let built = build_steps(listener, &name, config.limits.max_packet_size)?;
             tls.extend(built.tls);
             let (socket, local_addr) = bind_socket(listener, &name).await?;
@@ -215,6 +249,8 @@ impl Server {
             tracker,
             control,
             storage,
+            http,
+            engine_tx,
         })
     }
 
@@ -222,6 +258,11 @@ impl Server {
     /// resolved); unix listeners have none and are skipped.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.acceptors.iter().filter_map(|a| a.local_addr).collect()
+    }
+
+    /// The bound address of every HTTP API listener, in configuration order.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http.iter().map(|h| h.local_addr).collect()
     }
 
     /// The server's counters; they stay readable after `serve` returns.
@@ -254,6 +295,8 @@ impl Server {
             tracker,
             control: _,
             storage,
+            http,
+            engine_tx,
         } = self;
         let server_reference: Option<Utf8> = config.shutdown.server_reference()?;
         let engine = Engine::with_storage(storage, config.limits.max_outbound_queue, stats.clone());
@@ -275,6 +318,39 @@ impl Server {
         for acceptor in acceptors {
             tracker.spawn(listener::accept_loop(acceptor, ctx.clone()));
         }
+        let ready = Arc::new(AtomicBool::new(false));
+        if !http.is_empty() {
+            let gateway = GatewayHandle::new(
+                engine_tx.clone(),
+                ctx.stats.clone(),
+                ready.clone(),
+                config.limits.max_outbound_queue,
+            );
+            let face =
+                tidegate_http::Http::new(Arc::new(gateway), config.http.clone(), stop.clone());
+            for pending in http {
+                let acceptor = HttpAcceptor {
+                    name: pending.name,
+                    socket: pending.socket,
+                    tls: pending.tls,
+                    limit: pending.limit,
+                    rate: pending.rate,
+                    handshake_timeout: pending.handshake_timeout,
+                    router: face.router(),
+                    stop: pending.stop,
+                    grace: config.shutdown.grace_period(),
+                    tracker: pending.tracker.clone(),
+                    server_tracker: tracker.clone(),
+                    stats: ctx.stats.clone(),
+                };
+                let tracked = pending
+                    .tracker
+                    .track_future(crate::http::accept_loop(acceptor));
+                tracker.spawn(tracked);
+            }
+        }
+        drop(engine_tx);
+        ready.store(true, Ordering::Release);
         // From here on only the listeners and connections hold the engine's sender, so the
         // engine ends exactly when they all have.
         drop(ctx);
@@ -373,6 +449,55 @@ async fn bind_socket(
             .into())
         }
     }
+}
+
+/// Binds an `http` / `https` listener and its control handles.
+async fn bind_http(
+    listener: &ListenerConfig,
+    name: &str,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> Result<(PendingHttp, ListenerControl), ServerError> {
+    let tls = match listener.kind {
+        ListenerKind::Https => Some(Arc::new(TlsSetup::load(listener).map_err(|source| {
+            ServerError::Tls {
+                listener: name.to_owned(),
+                source,
+            }
+        })?)),
+        _ => None,
+    };
+    let (socket, local_addr) = match bind_socket(listener, name).await? {
+        (Bound::Tcp(socket), Some(addr)) => (socket, addr),
+        _ => {
+            return Err(ConfigError::MissingListenerKey {
+                listener: name.to_owned(),
+                kind: listener.kind,
+                key: "bind",
+            }
+            .into());
+        }
+    };
+    let control = ListenerControl {
+        stop: stop.child_token(),
+        draining: Arc::new(AtomicBool::new(false)),
+        hard_stop: hard_stop.child_token(),
+        tracker: TaskTracker::new(),
+    };
+    let pending = PendingHttp {
+        name: name.into(),
+        socket,
+        local_addr,
+        tls,
+        limit: listener.max_connections.map(ConnLimit::new),
+        rate: listener
+            .max_accept_rate
+            .map(|rate| AcceptRate::new(rate, Instant::now())),
+        handshake_timeout: listener.handshake_timeout(),
+        stop: control.stop.clone(),
+        tracker: control.tracker.clone(),
+    };
+    Ok((pending, control))
 }
 
 /// Binds `config`'s listeners and serves until `shutdown` completes.

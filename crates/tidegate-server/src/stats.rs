@@ -21,6 +21,8 @@ pub struct Stats {
     websocket_errors: AtomicU64,
     qos0_dropped: AtomicU64,
     slow_consumers: AtomicU64,
+    /// Totals of every connection's [`crate::outbox::Traffic`].
+    traffic: crate::outbox::Traffic,
 }
 
 impl Stats {
@@ -109,6 +111,17 @@ impl Stats {
 
     pub(crate) fn count_qos0_dropped(&self) {
         self.qos0_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// MQTT bytes and PUBLISH packets of every connection so far: (bytes in, bytes out,
+    /// messages in, messages out).
+    pub fn traffic(&self) -> (u64, u64, u64, u64) {
+        self.traffic.read()
+    }
+
+    /// The totals every connection task adds its read and write batches to.
+    pub(crate) fn total_traffic(&self) -> &crate::outbox::Traffic {
+        &self.traffic
     }
 
     pub(crate) fn count_slow_consumer(&self) {

@@ -60,4 +60,8 @@ pub(super) struct Connected {
     /// The CONNECT carried a session expiry interval of 0 (or none): a DISCONNECT must not
     /// raise it [MQTT-3.14.2-2].
     pub(super) connect_expiry_zero: bool,
+    /// Keep alive in force, seconds (the client's, or the Server Keep Alive we imposed).
+    pub(super) keep_alive: u16,
+    /// When the CONNECT was accepted.
+    pub(super) connected_at: Instant,
 }

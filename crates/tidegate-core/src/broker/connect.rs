@@ -11,6 +11,7 @@ use super::alias::{InboundAliases, OutboundAliases};
 use super::conn::Connected;
 use super::lifecycle::WillFate;
 use super::session::Session;
+use super::stats::DisconnectSide;
 use super::timers::TimerEvent;
 use super::{Broker, ConnId, Phase};
 use crate::queue::MessageQueue;
@@ -104,6 +105,8 @@ impl Broker {
             }),
             will: c.will.map(Box::new),
             connect_expiry_zero: requested_expiry == 0,
+            keep_alive,
+            connected_at: now,
         };
         let Some(entry) = self.conns.get_mut(&conn) else {
             return;
@@ -155,6 +158,7 @@ impl Broker {
             }
             props.server_keep_alive = server_keep_alive;
         }
+        self.count_connack(ReasonCode::Success);
         self.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -174,6 +178,7 @@ impl Broker {
     /// CONNACK with a refusal (3.1.1: the encoder maps it to a return code), then close.
     fn refuse_connect(&mut self, conn: ConnId, reason: ReasonCode) {
         tracing::debug!(conn = conn.0, ?reason, "CONNECT refused");
+        self.count_connack(reason);
         self.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -238,6 +243,7 @@ impl Broker {
             return;
         };
         tracing::debug!(conn = old.0, client_id, "session taken over");
+        self.count_disconnect(DisconnectSide::Server, ReasonCode::SessionTakenOver);
         if self.connected(old).is_some_and(|c| c.version.is_v5()) {
             self.send(
                 old,

@@ -280,6 +280,11 @@ impl Broker {
             return;
         }
         self.counters.messages_out.add(item.qos);
+        if let Some(received) = item.message.received {
+            self.counters
+                .delivery_latency
+                .record(now.saturating_duration_since(received));
+        }
         let Some(id) = packet_id else {
             return;
         };

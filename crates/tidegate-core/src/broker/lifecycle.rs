@@ -9,6 +9,7 @@
 //! comes first [MQTT-3.1.3-9]).
 
 use super::session::PendingWill;
+use super::stats::DisconnectSide;
 use super::timers::{TimerEvent, TimerKey};
 use super::{Broker, ConnId, Output, Phase};
 use crate::Message;
@@ -164,6 +165,7 @@ impl Broker {
                 s.expiry = capped;
             }
         }
+        self.count_disconnect(DisconnectSide::Client, d.reason_code);
         let fate = if v5 && d.reason_code != ReasonCode::Success {
             WillFate::Publish
         } else {
@@ -205,6 +207,7 @@ impl Broker {
             return;
         }
         tracing::debug!(conn = conn.0, "keep alive timeout");
+        self.count_disconnect(DisconnectSide::Server, ReasonCode::KeepAliveTimeout);
         if self.connected(conn).is_some_and(|c| c.version.is_v5()) {
             self.send(
                 conn,

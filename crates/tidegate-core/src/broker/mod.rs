@@ -60,6 +60,7 @@
 //! - An expired message in a session queue keeps its slot until it reaches the head of the
 //!   queue, where it is dropped (no per-message timer).
 
+mod admin;
 mod alias;
 mod conn;
 mod connect;
@@ -70,12 +71,20 @@ mod publish;
 mod session;
 mod stats;
 mod subscribe;
+mod tenancy;
 #[cfg(test)]
 mod testkit;
 mod timers;
 
+pub use admin::{
+    API_CONN, ApiAccepted, ApiPublish, ApiRefusal, ClientView, Kicked, SessionView,
+    SubscriptionView,
+};
 pub use persist::{BatchId, RestoreReport, StoreBatch};
-pub use stats::{QosCounts, Stats};
+pub use stats::{
+    DisconnectSide, LATENCY_BUCKETS_US, LatencyHistogram, QosCounts, ReasonCounts, Stats,
+};
+pub use tenancy::{Authorized, TenantLimits};
 
 use crate::BrokerConfig;
 use crate::retained::RetainedStore;
@@ -135,6 +144,15 @@ pub enum Output {
         /// Connection to close.
         conn: ConnId,
     },
+    /// An API publication ([`Broker::publish_api`]) at QoS 1 or 2 is settled: durable (its
+    /// store batch is written, or nothing needed writing), or not (`durable: false`: the batch
+    /// failed and the message must be treated as refused).
+    Committed {
+        /// The token `publish_api` returned.
+        token: u64,
+        /// Whether the message is safe.
+        durable: bool,
+    },
 }
 
 /// The whole sans-IO engine.
@@ -151,11 +169,15 @@ pub struct Broker {
     timers: Timers,
     out: VecDeque<Output>,
     counters: Stats,
+    /// CONNACK and disconnect reasons.
+    reasons: ReasonCounts,
     /// Reused by every fan-out so routing a message allocates nothing for the list itself.
     deliveries: Vec<Delivery>,
     shutting_down: bool,
     /// Persistence state; `None` when the broker keeps everything in memory only.
     persist: Option<persist::Persist>,
+    /// The token of the next API publication at QoS 1/2.
+    next_api_token: u64,
 }
 
 impl Broker {
@@ -174,9 +196,11 @@ impl Broker {
             timers: Timers::default(),
             out: VecDeque::new(),
             counters: Stats::default(),
+            reasons: ReasonCounts::default(),
             deliveries: Vec::new(),
             shutting_down: false,
             persist: None,
+            next_api_token: 1,
         }
     }
 
@@ -290,6 +314,7 @@ impl Broker {
             Phase::Connecting { .. } => {
                 self.counters.protocol_errors += 1;
                 if let DecodeError::UnsupportedProtocolVersion { .. } = error {
+                    self.count_connack(ReasonCode::UnsupportedProtocolVersion);
                     self.send(
                         conn,
                         Packet::ConnAck(ConnAck {
@@ -316,6 +341,11 @@ impl Broker {
                 self.conns.remove(&conn);
             }
             Some(Phase::Connected(_)) => {
+                self.reasons
+                    .disconnect
+                    .entry((DisconnectSide::Socket, 0))
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
                 self.end_connection(now, conn, lifecycle::WillFate::Publish, false);
             }
         }
@@ -358,6 +388,9 @@ impl Broker {
         // Deterministic order for the shell and the tests.
         conns.sort_unstable();
         for conn in conns {
+            if self.connected(conn).is_some() {
+                self.count_disconnect(DisconnectSide::Server, reason);
+            }
             if self.connected(conn).is_some_and(|c| c.version.is_v5()) {
                 let mut d = Disconnect::with_reason(reason);
                 d.properties.server_reference = server_reference.clone();
@@ -409,7 +442,24 @@ impl Broker {
         self.connected(conn).map(|c| c.version)
     }
 
+    /// CONNACK and disconnect reason counters since the broker was created.
+    pub fn reason_counts(&self) -> &ReasonCounts {
+        &self.reasons
+    }
+
     // ----- helpers shared by the submodules -----
+
+    fn count_connack(&mut self, reason: ReasonCode) {
+        *self.reasons.connack.entry(reason.as_u8()).or_insert(0) += 1;
+    }
+
+    fn count_disconnect(&mut self, side: DisconnectSide, reason: ReasonCode) {
+        *self
+            .reasons
+            .disconnect
+            .entry((side, reason.as_u8()))
+            .or_insert(0) += 1;
+    }
 
     fn send(&mut self, conn: ConnId, packet: Packet) {
         self.emit(Output::Send { conn, packet }, None);
@@ -453,6 +503,9 @@ impl Broker {
     fn violation(&mut self, now: Instant, conn: ConnId, reason: ReasonCode, why: &str) {
         tracing::debug!(conn = conn.0, reason = ?reason, "protocol violation: {why}");
         self.counters.protocol_errors += 1;
+        if self.connected(conn).is_some() {
+            self.count_disconnect(DisconnectSide::Server, reason);
+        }
         match self.connected(conn) {
             Some(c) => {
                 if c.version.is_v5() {

@@ -128,6 +128,8 @@ pub(super) enum Promise {
         v5: bool,
         filters: Vec<String>,
     },
+    /// An API publication's [`Output::Committed`].
+    Api,
 }
 
 /// An output of the event being handled, not yet settled.
@@ -578,8 +580,15 @@ impl Broker {
         output: Output,
         close: &mut Vec<ConnId>,
     ) -> Option<Output> {
-        let Output::Send { conn, packet } = output else {
-            return Some(output);
+        let (conn, packet) = match output {
+            Output::Committed { token, .. } => {
+                return Some(Output::Committed {
+                    token,
+                    durable: false,
+                });
+            }
+            Output::Send { conn, packet } => (conn, packet),
+            Output::Close { .. } => return Some(output),
         };
         match (promise, packet) {
             (Promise::Ack { session, v5 }, Packet::PubRec(mut r)) => {
@@ -888,6 +897,7 @@ impl Broker {
                 .publisher
                 .as_deref()
                 .and_then(|id| self.by_client_id.get(id).copied()),
+            received: None,
         })
     }
 
@@ -978,6 +988,7 @@ impl Broker {
 fn output_conn(output: &Output) -> ConnId {
     match output {
         Output::Send { conn, .. } | Output::Close { conn } => *conn,
+        Output::Committed { .. } => super::API_CONN,
     }
 }
 

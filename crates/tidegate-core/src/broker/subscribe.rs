@@ -553,6 +553,7 @@ mod tests {
                 properties: PublishProperties::default(),
                 expires_at: None,
                 publisher: None,
+                received: None,
             })
         };
         h.b.retained.set(sys("r", true)).unwrap();

@@ -25,6 +25,8 @@ pub(super) struct H {
     pub(super) ops: Vec<tidegate_store::StoreOp>,
     /// Where committed batches are applied (durable brokers).
     pub(super) store: tidegate_store::MemoryStore,
+    /// API confirmations (`Output::Committed`) seen so far: (token, durable).
+    pub(super) committed: Vec<(u64, bool)>,
 }
 
 impl H {
@@ -42,6 +44,7 @@ impl H {
             auto_commit: false,
             ops: Vec::new(),
             store: tidegate_store::MemoryStore::new(),
+            committed: Vec::new(),
         }
     }
 
@@ -65,6 +68,7 @@ impl H {
             auto_commit: true,
             ops: Vec::new(),
             store: tidegate_store::MemoryStore::new(),
+            committed: Vec::new(),
         }
     }
 
@@ -104,6 +108,7 @@ impl H {
                 Output::Close { conn } => {
                     assert!(self.closed.insert(conn), "double close of {conn:?}");
                 }
+                Output::Committed { token, durable } => self.committed.push((token, durable)),
             }
         }
     }

@@ -213,6 +213,9 @@ impl World {
                     });
                     c.closed = true;
                 }
+                Output::Committed { token, .. } => {
+                    panic!("API confirmation {token} in a scenario that made no API publication")
+                }
             }
         }
     }

@@ -77,10 +77,14 @@ impl ListenerKind {
         }
     }
 
-    /// Whether this build can run a listener of this kind: every MQTT transport; the HTTP
-    /// API kinds come later.
+    /// Whether this build can run a listener of this kind (every kind, since the HTTP API).
     pub fn is_supported(self) -> bool {
-        !matches!(self, ListenerKind::Http | ListenerKind::Https)
+        true
+    }
+
+    /// Whether the listener serves the HTTP API rather than MQTT.
+    pub fn is_http(self) -> bool {
+        matches!(self, ListenerKind::Http | ListenerKind::Https)
     }
 
     /// Unix listeners take a filesystem `path`; every other kind a `bind` address.
@@ -363,7 +367,7 @@ impl ListenerConfig {
         self.validate_address()?;
         self.validate_tls()?;
         self.validate_unix()?;
-        if self.proxy_protocol && self.kind.uses_path() {
+        if self.proxy_protocol && (self.kind.uses_path() || self.kind.is_http()) {
             return Err(self.unexpected("proxy_protocol"));
         }
         if self.permessage_deflate.is_some() && !self.kind.uses_websocket() {

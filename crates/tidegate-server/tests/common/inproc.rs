@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 pub(crate) struct Running {
     /// The TCP-based listeners' addresses, in configuration order.
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The HTTP API listeners' addresses, in configuration order.
+    pub(crate) http_addrs: Vec<SocketAddr>,
     /// Its counters.
     pub(crate) stats: Arc<Stats>,
     /// Drain and reload.
@@ -29,6 +31,7 @@ pub(crate) async fn start(toml: &str) -> Running {
     config.data_dir = data.path().to_path_buf();
     let server = Server::bind(config).await.unwrap();
     let addrs = server.local_addrs();
+    let http_addrs = server.http_addrs();
     let stats = server.stats();
     let control = server.control();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -37,6 +40,7 @@ pub(crate) async fn start(toml: &str) -> Running {
     }));
     Running {
         addrs,
+        http_addrs,
         stats,
         control,
         stop: Some(stop),

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod certs;
+pub(crate) mod http;
 pub(crate) mod inproc;
 pub(crate) mod raw;
 pub(crate) mod v4;

@@ -1,0 +1,425 @@
+//! Test support, compiled for unit tests only: [`FakeGateway`], an in-memory stand-in for the
+//! engine that records every call and answers from plain `Vec`s, and helpers to send requests
+//! through the router with `tower::ServiceExt::oneshot`.
+//!
+//! Place in the data flow: it replaces `Gateway` (the engine, through the server) under the
+//! router in this crate's tests; the end-to-end tests over sockets use the real engine.
+
+use crate::config::HttpConfig;
+use crate::gateway::{
+    BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome, Page,
+    PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery, SubscriptionInfo,
+    Tap, TapCommand, TapMessage,
+};
+use crate::state::Http;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use bytes::Bytes;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tidegate_protocol::topic::matches;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The publish token of [`config`].
+pub(crate) const PUBLISH_TOKEN: &str = "publish-token-one";
+/// A second publish token of [`config`].
+pub(crate) const PUBLISH_TOKEN_2: &str = "publish-token-two";
+/// The admin token of [`config`].
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-one";
+
+/// A call the router made to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    Publish(Vec<PublishRequest>),
+    Retained(String),
+    DeleteRetained(String),
+    Clients(ClientQuery),
+    Client(String),
+    Subscriptions(String),
+    Sessions(SessionQuery),
+    Kick {
+        client_id: String,
+        reason: u8,
+        discard_session: bool,
+    },
+    Stats,
+    Metrics,
+}
+
+/// The engine as these tests see it: state in `Vec`s, every call recorded.
+#[derive(Default)]
+pub(crate) struct FakeGateway {
+    /// Connected clients.
+    pub(crate) clients: Vec<ClientInfo>,
+    /// Sessions, online or not.
+    pub(crate) sessions: Vec<SessionInfo>,
+    /// Subscriptions by client id (a session without any has an empty list).
+    pub(crate) subscriptions: Vec<(String, Vec<SubscriptionInfo>)>,
+    /// Retained messages (deleted by `delete_retained`).
+    pub(crate) retained: Mutex<Vec<RetainedMessage>>,
+    /// The answer of `stats`.
+    pub(crate) stats: GatewayStats,
+    /// The answer of `metrics`.
+    pub(crate) metrics: String,
+    /// `ready()` answers the opposite.
+    pub(crate) not_ready: AtomicBool,
+    /// When set, every async call fails with it.
+    pub(crate) fail: Mutex<Option<GatewayError>>,
+    /// Calls made, in order.
+    pub(crate) calls: Mutex<Vec<Call>>,
+    /// Open taps, held so the hub's channels stay open.
+    pub(crate) taps: Mutex<Vec<(mpsc::Sender<TapMessage>, mpsc::Receiver<TapCommand>)>>,
+}
+
+impl FakeGateway {
+    /// The calls made so far.
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Records `call`, then fails if told to.
+    fn record(&self, call: Call) -> Result<(), GatewayError> {
+        self.calls.lock().unwrap().push(call);
+        match self.fail.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Subscriptions (one per session) whose filter matches `topic`.
+    fn matched(&self, topic: &str) -> usize {
+        self.subscriptions
+            .iter()
+            .filter(|(_, subs)| subs.iter().any(|s| matches(&s.filter, topic)))
+            .count()
+    }
+}
+
+/// One page of `items` from `cursor` (an index) of `limit` (default 100).
+fn page<T: Clone>(items: Vec<T>, cursor: Option<&str>, limit: Option<usize>) -> Page<T> {
+    let start = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+    let limit = limit.unwrap_or(100);
+    let total = items.len();
+    let end = total.min(start.saturating_add(limit));
+    Page {
+        items: items.get(start..end).unwrap_or_default().to_vec(),
+        next_cursor: (end < total).then(|| end.to_string()),
+        total,
+    }
+}
+
+/// Whether `value` starts with `prefix` (no prefix: yes).
+fn starts(value: Option<&str>, prefix: &Option<String>) -> bool {
+    prefix
+        .as_deref()
+        .is_none_or(|p| value.is_some_and(|v| v.starts_with(p)))
+}
+
+impl Gateway for FakeGateway {
+    fn publish(
+        &self,
+        batch: Vec<PublishRequest>,
+    ) -> BoxFuture<'_, Result<Vec<PublishOutcome>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Publish(batch.clone()))?;
+            let mut retained = self.retained.lock().unwrap();
+            Ok(batch
+                .iter()
+                .map(|m| {
+                    if m.retain {
+                        retained.retain(|r| r.topic != m.topic);
+                        retained.push(RetainedMessage {
+                            topic: m.topic.clone(),
+                            payload: m.payload.clone(),
+                            qos: m.qos,
+                            properties: m.properties.clone(),
+                        });
+                    }
+                    PublishOutcome {
+                        matched: self.matched(&m.topic),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn retained(
+        &self,
+        filter: String,
+    ) -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Retained(filter.clone()))?;
+            let retained = self.retained.lock().unwrap();
+            Ok(retained
+                .iter()
+                .filter(|r| matches(&filter, &r.topic))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn delete_retained(&self, topic: String) -> BoxFuture<'_, Result<bool, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::DeleteRetained(topic.clone()))?;
+            let mut retained = self.retained.lock().unwrap();
+            let before = retained.len();
+            retained.retain(|r| r.topic != topic);
+            Ok(retained.len() < before)
+        })
+    }
+
+    fn clients(&self, query: ClientQuery) -> BoxFuture<'_, Result<Page<ClientInfo>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Clients(query.clone()))?;
+            let items = self
+                .clients
+                .iter()
+                .filter(|c| query.tenant.as_ref().is_none_or(|t| *t == c.tenant))
+                .filter(|c| query.listener.as_ref().is_none_or(|l| *l == c.listener))
+                .filter(|c| starts(Some(&c.client_id), &query.client_id_prefix))
+                .filter(|c| starts(c.address.as_deref(), &query.address))
+                .cloned()
+                .collect();
+            Ok(page(items, query.cursor.as_deref(), query.limit))
+        })
+    }
+
+    fn client(&self, client_id: String) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Client(client_id.clone()))?;
+            Ok(self
+                .clients
+                .iter()
+                .find(|c| c.client_id == client_id)
+                .cloned())
+        })
+    }
+
+    fn subscriptions(
+        &self,
+        client_id: String,
+    ) -> BoxFuture<'_, Result<Option<Vec<SubscriptionInfo>>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Subscriptions(client_id.clone()))?;
+            Ok(self
+                .subscriptions
+                .iter()
+                .find(|(id, _)| *id == client_id)
+                .map(|(_, subs)| subs.clone()))
+        })
+    }
+
+    fn sessions(
+        &self,
+        query: SessionQuery,
+    ) -> BoxFuture<'_, Result<Page<SessionInfo>, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Sessions(query.clone()))?;
+            let items = self
+                .sessions
+                .iter()
+                .filter(|s| query.tenant.as_ref().is_none_or(|t| *t == s.tenant))
+                .filter(|s| query.online.is_none_or(|o| o == s.online))
+                .filter(|s| starts(Some(&s.client_id), &query.client_id_prefix))
+                .cloned()
+                .collect();
+            Ok(page(items, query.cursor.as_deref(), query.limit))
+        })
+    }
+
+    fn kick(
+        &self,
+        client_id: String,
+        reason: u8,
+        discard_session: bool,
+    ) -> BoxFuture<'_, Result<KickOutcome, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Kick {
+                client_id: client_id.clone(),
+                reason,
+                discard_session,
+            })?;
+            Ok(KickOutcome {
+                disconnected: self.clients.iter().any(|c| c.client_id == client_id),
+                session_discarded: discard_session
+                    && self.sessions.iter().any(|s| s.client_id == client_id),
+            })
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<GatewayStats, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Stats)?;
+            Ok(self.stats.clone())
+        })
+    }
+
+    fn metrics(&self) -> BoxFuture<'_, Result<String, GatewayError>> {
+        Box::pin(async move {
+            self.record(Call::Metrics)?;
+            Ok(self.metrics.clone())
+        })
+    }
+
+    fn ready(&self) -> bool {
+        !self.not_ready.load(Ordering::Relaxed)
+    }
+
+    fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>> {
+        Box::pin(async move {
+            let (message_tx, messages) = mpsc::channel(16);
+            let (commands, command_rx) = mpsc::channel(16);
+            self.taps.lock().unwrap().push((message_tx, command_rx));
+            Ok(Tap { commands, messages })
+        })
+    }
+}
+
+/// The configuration of these tests: two publish tokens, one admin token, no rate limit.
+pub(crate) fn config() -> HttpConfig {
+    HttpConfig {
+        publish_tokens: vec![PUBLISH_TOKEN.into(), PUBLISH_TOKEN_2.into()],
+        admin_tokens: vec![ADMIN_TOKEN.into()],
+        ..HttpConfig::default()
+    }
+}
+
+/// The router over `gateway` with `config`, and the gateway to inspect.
+pub(crate) fn app_with(gateway: FakeGateway, config: HttpConfig) -> (Arc<FakeGateway>, Router) {
+    let gateway = Arc::new(gateway);
+    let http = Http::new(gateway.clone(), config, CancellationToken::new());
+    (gateway, http.router())
+}
+
+/// The router over `gateway` with [`config`].
+pub(crate) fn app(gateway: FakeGateway) -> (Arc<FakeGateway>, Router) {
+    app_with(gateway, config())
+}
+
+/// A request; `json` becomes an `application/json` body.
+pub(crate) fn request(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    json: Option<Value>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match json {
+        Some(value) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(value.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).unwrap()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// `error.code` of an error body, checking the error shape on the way.
+    pub(crate) fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(v["error"]["message"].is_string(), "error shape: {v}");
+        v["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code: {v}"))
+            .to_owned()
+    }
+
+    /// A header as text.
+    pub(crate) fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends `request` through `router`.
+pub(crate) async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends a request built by [`request`].
+pub(crate) async fn call(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    json: Option<Value>,
+) -> Reply {
+    send(router, request(method, uri, token, json)).await
+}
+
+/// A connected client with id `id` at `address`.
+pub(crate) fn client(id: &str, address: &str) -> ClientInfo {
+    ClientInfo {
+        client_id: id.into(),
+        tenant: "default".into(),
+        address: Some(address.into()),
+        listener: "tcp:0.0.0.0:1883".into(),
+        protocol_version: "5.0".into(),
+        keep_alive: 60,
+        connected_since_ms: 1_700_000_000_000,
+        inflight: 0,
+        queued: 0,
+        subscriptions: 1,
+        bytes_in: 10,
+        bytes_out: 20,
+        messages_in: 1,
+        messages_out: 2,
+    }
+}
+
+/// A session of `id`.
+pub(crate) fn session(id: &str, online: bool) -> SessionInfo {
+    SessionInfo {
+        client_id: id.into(),
+        tenant: "default".into(),
+        online,
+        expiry_interval: 3600,
+        expires_at_ms: (!online).then_some(1_700_000_360_000),
+        queued: 3,
+        inflight: 0,
+        subscriptions: 1,
+    }
+}
+
+/// A subscription to `filter` at QoS 1.
+pub(crate) fn subscription(filter: &str) -> SubscriptionInfo {
+    SubscriptionInfo {
+        filter: filter.into(),
+        qos: 1,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+        identifier: None,
+    }
+}
