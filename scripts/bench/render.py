@@ -9,6 +9,9 @@ without running the brokers again:
 
     python3 scripts/bench/render.py target/bench-peers/<time> docs
 
+It also renders scripts/bench-http's section (`--http RESULTS_DIR [FILE]`, see the end of the
+file), which peers' renders keep as they keep the other scripts' marked sections.
+
 Every goal of issue 3 is judged here from the measured numbers, as met or not met with its
 ratio; nothing is rounded in the goal's favour. Standard library only.
 """
@@ -1262,8 +1265,9 @@ def render(results_dir, out_dir):
         "",
         "## HTTP",
         "",
-        "Not yet: the `http` scenario needs Tidegate's HTTP publish/subscribe gateway, which does "
-        "not exist yet (`tidegate-bench http` says so). Neither peer is compared there.",
+        "HTTP publish and SSE are Tidegate's alone (neither peer has an HTTP gateway): "
+        "`scripts/bench-http` measures them beside Tidegate's own MQTT in one run, in the "
+        "section \"HTTP: REST publish and SSE beside MQTT\" (kept by this render).",
         "",
         "## Profile: Tidegate in `pairs` QoS 0",
     ]
@@ -1318,9 +1322,304 @@ def kept_sections(path):
             re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", text, re.S)]
 
 
+# ---------------------------------------------------------------------------------------------
+# The HTTP section (scripts/bench-http): REST publish and SSE beside MQTT, one Tidegate.
+# ---------------------------------------------------------------------------------------------
+#
+# Its results directory holds meta.tsv, commands.tsv (name, command), tidegate.shown.toml and
+# one JSON report per run: NAME.rK.json for the closed-loop runs (K = round; the best round is
+# kept) and NAME.json for the fixed-rate ones. The section goes between `<!-- http:begin -->`
+# and `<!-- http:end -->` of benchmarks.md; everything else in the file is left as it is.
+
+HTTP_MARK = "http"
+
+# (workload, QoS, [(run name, label)]); the first run of each list is the MQTT baseline the
+# others are divided by.
+HTTP_PUBLISH_MAX = [
+    (q, [
+        (f"mqtt-q{q}-max", "MQTT `pairs`"),
+        (f"http-q{q}-max", "HTTP `POST /v1/publish`"),
+        (f"batch-q{q}-max", "HTTP `POST /v1/publish/batch`"),
+    ])
+    for q in (0, 1)
+]
+HTTP_PUBLISH_RATE = [
+    ("mqtt-q1-rate", "MQTT `pairs`"),
+    ("http-q1-rate", "HTTP `POST /v1/publish`"),
+    ("batch-q1-rate", "HTTP `POST /v1/publish/batch`"),
+]
+HTTP_FANOUT = [
+    ("fan-mqtt-max", "MQTT `fanout`", "closed loop"),
+    ("fan-sse-max", "SSE `GET /v1/subscribe`", "closed loop"),
+    ("fan-mqtt-rate", "MQTT `fanout`", "fixed rate"),
+    ("fan-sse-rate", "SSE `GET /v1/subscribe`", "fixed rate"),
+]
+
+
+def http_load(root, name):
+    """The run NAME: the single report NAME.json, or the best of the rounds NAME.rK.json
+    (better_run: the most deliveries in closed loop, the lowest p99 at a fixed rate), with
+    the number of rounds found."""
+    paths = sorted(glob.glob(f"{root}/{glob.escape(name)}.r*.json"))
+    if os.path.exists(f"{root}/{name}.json"):
+        paths.append(f"{root}/{name}.json")
+    best, n = None, 0
+    for path in paths:
+        if STEM.match(os.path.basename(path)[: -len(".json")]).group("name") != name:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                rep = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            continue
+        n += 1
+        best = rep if best is None else better_run(best, rep)
+    return best, n
+
+
+def http_health(rep):
+    """"ok", or what went wrong: loss (reported, not an error, at QoS 0), unacknowledged
+    messages, failed or unanswered requests, bad SSE events, client errors."""
+    m = rep["messages"]
+    h = rep.get("http") or {}
+    bad = []
+    lost = m["streams"]["lost"]
+    if lost:
+        bad.append(f"lost {lost:,}" + (" (QoS 0)" if m["qos"] == 0 else ""))
+    if m.get("unacked"):
+        bad.append(f"unacked {m['unacked']:,}")
+    if h.get("failed_requests"):
+        statuses = ", ".join(f"{c}× {s}" for s, c in h.get("failed_statuses", []))
+        bad.append(f"failed requests {h['failed_requests']:,} ({statuses})")
+    if h.get("unanswered"):
+        bad.append(f"unanswered {h['unanswered']:,}")
+    if h.get("sse_bad_events"):
+        bad.append(f"bad events {h['sse_bad_events']:,}")
+    if m.get("errors"):
+        bad.append(f"{len(m['errors'])} errors")
+    if not bad:
+        return "ok"
+    return ", ".join(bad) if lost and m["qos"] == 0 and len(bad) == 1 else f"**{', '.join(bad)}**"
+
+
+def http_gen(rep):
+    g = rep["generator"]
+    flag = " **GENERATOR-BOUND**" if g["generator_bound"] else ""
+    return f"{g['cpu_percent']:.0f}%{flag}"
+
+
+def http_requests(rep):
+    h = rep.get("http")
+    return fmt_int(h["requests_per_sec"]) if h and h.get("mode") != "sse" else "–"
+
+
+def http_request_lat(rep, key):
+    h = rep.get("http")
+    if not h or h.get("mode") == "sse":
+        return "–"
+    return fmt_ns(h["request_latency"][key])
+
+
+def http_who(rep, label):
+    """The row's label with its shape: connections, batch size, window."""
+    m = rep["messages"]
+    h = rep.get("http")
+    if h is None:
+        return f"{label}, {m['publishers']} publishers, window {m['window']}"
+    if h["mode"] == "batch":
+        return f"{label}, {h['connections']} connections, {h['messages_per_request']} msg/request"
+    if h["mode"] == "publish":
+        return f"{label}, {h['connections']} connections"
+    return label
+
+
+def http_publish_table(root, runs, fixed):
+    out = [
+        "| publisher | delivered msg/s | requests/s | ratio to MQTT | request p50 | request p99 | "
+        "publish → deliver p50 | p99 | broker CPU | broker ns/msg | generator CPU | health |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    base = None
+    for i, (name, label) in enumerate(runs):
+        rep, _ = http_load(root, name)
+        if rep is None:
+            out.append(f"| {label} | run failed |" + " |" * 10)
+            continue
+        m = rep["messages"]
+        rate = m["delivered_per_sec"]
+        # The first run is the MQTT baseline; without it, no ratio.
+        if i == 0:
+            base = rate
+        share = fmt_pct(100 * rate / base) if base else "–"
+        out.append(
+            f"| {http_who(rep, label)} | {fmt_int(rate)} | {http_requests(rep)} | {share} | "
+            f"{http_request_lat(rep, 'p50_ns')} | {http_request_lat(rep, 'p99_ns')} | "
+            f"{fmt_ns(m['latency']['p50_ns'])} | {fmt_ns(m['latency']['p99_ns'])} | "
+            f"{fmt_pct(dig(rep, 'broker', 'cpu_percent'))} | "
+            f"{fmt_cpu_ns(dig(rep, 'broker', 'cpu_ns_per_message'))} | {http_gen(rep)} | "
+            f"{http_health(rep)} |"
+        )
+    if fixed:
+        out += ["", "At a fixed rate the delivered rate is the target's; the latency is the figure."]
+    return out
+
+
+def http_fanout_table(root):
+    out = [
+        "| subscribers | load | deliveries/s | ratio to MQTT | publish → deliver p50 | p99 | "
+        "p99.9 | broker CPU | broker ns/delivery | generator CPU | health |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    base = {}
+    for name, label, load in HTTP_FANOUT:
+        rep, _ = http_load(root, name)
+        if rep is None:
+            out.append(f"| {label} | {load} | run failed |" + " |" * 8)
+            continue
+        m = rep["messages"]
+        rate = m["delivered_per_sec"]
+        if name.startswith("fan-mqtt"):
+            base[load] = rate
+        share = fmt_pct(100 * rate / base[load]) if base.get(load) else "–"
+        what = f"{load}, QoS {m['qos']}" + (
+            f", {m['rate_target']:,} msg/s × {m['subscribers']:,}" if m["rate_target"] else ""
+        )
+        out.append(
+            f"| {label}, {m['subscribers']:,} | {what} | {fmt_int(rate)} | {share} | "
+            f"{fmt_ns(m['latency']['p50_ns'])} | {fmt_ns(m['latency']['p99_ns'])} | "
+            f"{fmt_ns(m['latency']['p999_ns'])} | {fmt_pct(dig(rep, 'broker', 'cpu_percent'))} | "
+            f"{fmt_cpu_ns(dig(rep, 'broker', 'cpu_ns_per_message'))} | {http_gen(rep)} | "
+            f"{http_health(rep)} |"
+        )
+    return out
+
+
+def http_section(root):
+    """The HTTP section, markers included."""
+    meta = {r[0]: r[1] for r in read_tsv(f"{root}/meta.tsv") if len(r) == 2}
+    commands = [r for r in read_tsv(f"{root}/commands.tsv") if len(r) == 2]
+    rounds = meta.get("repeat", "1")
+    o = [
+        f"<!-- {HTTP_MARK}:begin -->",
+        "## HTTP: REST publish and SSE beside MQTT",
+        "",
+        f"Issue 6. Generated by `scripts/bench-http` on {meta.get('started', '?')} (finished "
+        f"{meta.get('finished', '?')}); raw JSON in `{meta.get('results', root)}`. Do not edit "
+        "by hand: run the command again.",
+        "",
+    ]
+    if meta.get("quick") == "1":
+        o += ["**QUICK RUN**: short durations, for trying the script only.", ""]
+    profile = meta.get("profile", "release")
+    if profile != "release":
+        o += [f"**{profile.upper()} BUILD**: for trying the script only; the figures are not comparable.", ""]
+    o += [
+        f"- {meta.get('nproc', '?')} cores ({meta.get('cpu_model', '?')}), {meta.get('kernel', '?')}; "
+        f"{meta.get('tidegate', 'tidegate ?')} and {meta.get('bench', 'tidegate-bench ?')} in {profile} builds",
+        f"- load average (1, 5, 15 min) at start {meta.get('loadavg_start', '?')}, at end "
+        f"{meta.get('loadavg_end', '?')}: other work may share the machine, so compare within a "
+        "table, not across runs",
+        f"- one Tidegate process for the whole run (`{meta.get('broker_cmd', '?')}`, configuration "
+        f"below: in-memory persistence, an MQTT and an HTTP listener), pinned to core "
+        f"{meta.get('broker_cpu', '0')}; tidegate-bench pinned to core "
+        f"{meta.get('generator_cpu', '1')}; loopback; MQTT 3.1.1 on the MQTT side; "
+        f"{meta.get('payload', '64')}-byte payloads (base64 in the HTTP JSON)",
+        "- closed-loop rows: "
+        + ("one round" if rounds == "1" else f"best of {rounds} rounds (workloads interleaved within each round)")
+        + ". "
+        "An MQTT publisher keeps a window of 16 messages in flight; an HTTP/1.1 connection "
+        "carries one request at a time, so HTTP concurrency is its number of connections. "
+        "`request` latency is request → response, from the intended send time at a fixed "
+        "rate; `publish → deliver` is from the send stamp in the payload to the MQTT "
+        "subscriber (or SSE stream). `ratio to MQTT` divides delivered msg/s by the MQTT row "
+        "of the same table. A row marked **GENERATOR-BOUND** had the generator at ≥ 90% of "
+        "its core: it measures the generator, not Tidegate.",
+        "",
+    ]
+    busy = 0.0
+    for key in ("loadavg_start", "loadavg_end"):
+        try:
+            busy = max(busy, float(meta.get(key, "0").split()[0]))
+        except (ValueError, IndexError):
+            pass
+    if busy > 1.0:
+        o += [
+            f"**The machine was busy (1-minute load up to {busy:.2f}): other work shared it, "
+            "so rates are disturbed; compare rows of one table only.**",
+            "",
+        ]
+    for q, runs in HTTP_PUBLISH_MAX:
+        o += [f"### Publish, QoS {q}, closed loop", ""]
+        o += http_publish_table(root, runs, fixed=False)
+        o.append("")
+    rate = meta.get("rate", "?")
+    o += [f"### Publish, QoS 1, fixed {rate} msg/s", ""]
+    o += http_publish_table(root, HTTP_PUBLISH_RATE, fixed=True)
+    o += [
+        "",
+        f"### Fan-out to {meta.get('streams', '?')} subscribers: MQTT subscriptions vs SSE streams",
+        "",
+        "One MQTT publisher; the same number of MQTT subscribers (`fanout`) or SSE streams on a "
+        "filter matching its topic. Closed loop: QoS 0, paced by subscriber (stream) 0 with a "
+        "window of 16, so the others may lag: throughput is the figure. Fixed rate: the "
+        "latency a delivery path adds. Deliveries/s count every subscriber's copy.",
+        "",
+    ]
+    o += http_fanout_table(root)
+    o += ["", "### Exact commands", "", "```sh", "scripts/bench-http"]
+    if meta.get("broker_cmd"):
+        o.append(f"# broker: {meta['broker_cmd']}")
+    o.append("# the token: TIDEGATE_BENCH_HTTP_TOKEN=<one of [http] publish_tokens>")
+    seen = set()
+    for name, cmd in commands:
+        if name not in seen:
+            seen.add(name)
+            o.append(cmd)
+    o += ["```", ""]
+    if os.path.exists(f"{root}/tidegate.shown.toml"):
+        o += ["<details><summary>tidegate.toml</summary>", "", "```toml"]
+        o += [ln.rstrip() for ln in read_lines(f"{root}/tidegate.shown.toml")]
+        o += ["```", "", "</details>"]
+    o.append(f"<!-- {HTTP_MARK}:end -->")
+    return "\n".join(o)
+
+
+def replace_marked(path, name, block):
+    """Puts `block` (markers included) in place of the `<!-- NAME:begin -->` ... `<!--
+    NAME:end -->` block of the file, or appends it; the rest of the file is kept. The file is
+    read right before it is written (other scripts own the other sections)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    a, b = text.find(begin), text.find(end)
+    if a != -1 and b > a:
+        text = text[:a] + block + text[b + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main(argv):
+    if len(argv) in (3, 4) and argv[1] == "--http":
+        section = http_section(argv[2])
+        if len(argv) == 4:
+            replace_marked(argv[3], HTTP_MARK, section)
+        else:
+            print(section)
+        return 0
     if len(argv) != 3:
-        print("usage: render.py RESULTS_DIR OUT_DIR", file=sys.stderr)
+        print(
+            "usage: render.py RESULTS_DIR OUT_DIR          (scripts/bench-peers)\n"
+            "       render.py --http RESULTS_DIR [FILE]    (scripts/bench-http: print the "
+            "HTTP section, or put it into FILE)",
+            file=sys.stderr,
+        )
         return 2
     gs = render(argv[1], argv[2])
     width = max(len(g.text) for g in gs) if gs else 0

@@ -1,4 +1,4 @@
-"""Unit tests of the results renderer, the stack summariser and the SVG charts.
+"""Unit tests of the results renderer (and its HTTP section), the stack summariser and the SVG charts.
 
 Place in the flow: these check the pure parts of scripts/bench-peers' reporting (the goal
 verdicts, the choice among repeated runs, the kernel-memory and CPU arithmetic, the perf
@@ -7,6 +7,8 @@ stack summary) on small synthetic inputs, without brokers or perf:
     python3 -m unittest discover -s scripts/bench -p 'test_*.py'
 """
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -207,6 +209,150 @@ tokio-rt-worker
         self.assertAlmostEqual(
             callers[("kernel: sendto", "tidegate_server::connection::poll_write_side")], 33.33
         )
+
+
+def http_report(delivered, p99_ns, mode=None, qos=1, rate_target=0, lost=0, failed=0,
+                generator_bound=False):
+    """A report as `tidegate-bench http` (mode given) or pairs/fanout (mode None) writes it."""
+    rep = message_report(delivered, p99_ns, rate_target=rate_target, generator_bound=generator_bound)
+    rep["messages"].update(
+        qos=qos, publishers=16, subscribers=16, window=16, unacked=0, errors=[]
+    )
+    rep["messages"]["streams"]["lost"] = lost
+    if mode is not None:
+        rep["scenario"] = "http"
+        rep["http"] = {
+            "mode": mode,
+            "connections": 16,
+            "messages_per_request": 50 if mode == "batch" else 1,
+            "requests_per_sec": delivered / (50 if mode == "batch" else 1),
+            "failed_requests": failed,
+            "failed_statuses": [[503, failed]] if failed else [],
+            "unanswered": 0,
+            "request_latency": rep["messages"]["latency"],
+            "sse_bad_events": 0,
+        }
+    return rep
+
+
+def write_http_results(root, runs, meta=None):
+    """runs: {file stem: report}."""
+    with open(f"{root}/meta.tsv", "w", encoding="utf-8") as f:
+        for k, v in (meta or {"repeat": "2", "rate": "2000", "streams": "100"}).items():
+            f.write(f"{k}\t{v}\n")
+    with open(f"{root}/commands.tsv", "w", encoding="utf-8") as f:
+        f.write("mqtt-q0-max\ttaskset -c 1 tidegate-bench pairs -n 16\n")
+        f.write("mqtt-q0-max\ttaskset -c 1 tidegate-bench pairs -n 16\n")
+    for stem, rep in runs.items():
+        with open(f"{root}/{stem}.json", "w", encoding="utf-8") as f:
+            json.dump(rep, f)
+
+
+def table_row(section, start):
+    return next(line for line in section.splitlines() if line.startswith(start))
+
+
+class HttpSection(unittest.TestCase):
+    def test_ratios_best_rounds_and_flags(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_http_results(
+                root,
+                {
+                    "mqtt-q0-max.r1": http_report(90_000, 10**6, qos=0),
+                    "mqtt-q0-max.r2": http_report(100_000, 10**6, qos=0),
+                    "http-q0-max.r1": http_report(25_000, 10**6, mode="publish", qos=0),
+                    "batch-q0-max.r1": http_report(
+                        150_000, 10**6, mode="batch", qos=0, generator_bound=True
+                    ),
+                    "mqtt-q1-max.r1": http_report(50_000, 10**6),
+                    "http-q1-max.r1": http_report(10_000, 10**6, mode="publish", failed=2),
+                    "http-q1-rate": http_report(2_000, 3 * 10**6, mode="publish", rate_target=2_000),
+                    "fan-mqtt-max.r1": http_report(400_000, 10**6, qos=0, lost=7),
+                    "fan-sse-max.r1": http_report(100_000, 10**6, mode="sse", qos=0),
+                },
+            )
+            section = render.http_section(root)
+        self.assertTrue(section.startswith("<!-- http:begin -->\n## HTTP"))
+        self.assertTrue(section.endswith("<!-- http:end -->"))
+        # The best of the two MQTT rounds is the baseline: HTTP single = 25%, batch = 150%.
+        q0 = section[section.index("### Publish, QoS 0") :]
+        self.assertIn("| 100,000 |", table_row(q0, "| MQTT `pairs`"))
+        self.assertIn("| 25% |", table_row(q0, "| HTTP `POST /v1/publish`,"))
+        batch = table_row(q0, "| HTTP `POST /v1/publish/batch`")
+        self.assertIn("| 150% |", batch)
+        self.assertIn("50 msg/request", batch)
+        self.assertIn("**GENERATOR-BOUND**", batch)
+        q1 = section[section.index("### Publish, QoS 1, closed") :]
+        self.assertIn("**failed requests 2 (2× 503)**", table_row(q1, "| HTTP `POST /v1/publish`,"))
+        self.assertIn("run failed", table_row(q1, "| HTTP `POST /v1/publish/batch`"))
+        fixed = section[section.index("### Publish, QoS 1, fixed 2000 msg/s") :]
+        self.assertIn("| 3.00 ms |", table_row(fixed, "| HTTP `POST /v1/publish`,"))
+        fan = section[section.index("### Fan-out to 100 subscribers") :]
+        self.assertIn("| 25% |", table_row(fan, "| SSE `GET /v1/subscribe`, 16 | closed loop"))
+        # QoS 0 loss is reported, not flagged as a failure.
+        self.assertIn("| lost 7 (QoS 0) |", table_row(fan, "| MQTT `fanout`, 16 | closed loop"))
+        self.assertIn("run failed", table_row(fan, "| SSE `GET /v1/subscribe` | fixed rate"))
+
+    def test_no_ratio_without_the_mqtt_baseline(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_http_results(
+                root,
+                {
+                    "http-q0-max.r1": http_report(25_000, 10**6, mode="publish", qos=0),
+                    "fan-sse-max.r1": http_report(100_000, 10**6, mode="sse", qos=0),
+                },
+            )
+            section = render.http_section(root)
+        self.assertIn("| 25,000 | 25,000 | – |", table_row(section, "| HTTP `POST /v1/publish`,"))
+        self.assertIn("| 100,000 | – |", table_row(section, "| SSE `GET /v1/subscribe`, 16"))
+        self.assertIn("tidegate-bench pairs -n 16", section)
+        self.assertEqual(section.count("tidegate-bench pairs -n 16"), 1)
+
+    def test_busy_machine_is_called_out(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_http_results(root, {}, meta={"loadavg_start": "2.50 1.00 0.50", "loadavg_end": "0.3 0 0"})
+            section = render.http_section(root)
+            self.assertIn("The machine was busy (1-minute load up to 2.50)", section)
+            self.assertIn("in release builds", section)
+            write_http_results(root, {}, meta={"profile": "debug", "quick": "1"})
+            section = render.http_section(root)
+            self.assertIn("**DEBUG BUILD**", section)
+            self.assertIn("**QUICK RUN**", section)
+
+    def test_marked_block_is_replaced_in_place_or_appended(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = f"{d}/benchmarks.md"
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("# Top\n\n<!-- http:begin -->\nold\n<!-- http:end -->\n\n"
+                        "<!-- storage:begin -->\nS\n<!-- storage:end -->\n")
+            render.replace_marked(path, "http", "<!-- http:begin -->\nnew\n<!-- http:end -->")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            self.assertEqual(
+                text,
+                "# Top\n\n<!-- http:begin -->\nnew\n<!-- http:end -->\n\n"
+                "<!-- storage:begin -->\nS\n<!-- storage:end -->\n",
+            )
+            # The peers' render keeps it with the other scripts' sections.
+            self.assertEqual(len(render.kept_sections(path)), 2)
+            fresh = f"{d}/fresh.md"
+            with open(fresh, "w", encoding="utf-8") as f:
+                f.write("# Top\n")
+            render.replace_marked(fresh, "http", "<!-- http:begin -->\nx\n<!-- http:end -->")
+            with open(fresh, encoding="utf-8") as f:
+                self.assertEqual(f.read(), "# Top\n\n<!-- http:begin -->\nx\n<!-- http:end -->\n")
+
+    def test_command_line_writes_into_the_file(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_http_results(root, {"mqtt-q1-rate": http_report(2_000, 10**6, rate_target=2_000)})
+            out = f"{root}/benchmarks.md"
+            self.assertEqual(render.main(["render.py", "--http", root, out]), 0)
+            with open(out, encoding="utf-8") as f:
+                text = f.read()
+            self.assertIn("### Publish, QoS 1, fixed 2000 msg/s", text)
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                self.assertEqual(render.main(["render.py", "--http"]), 2)
+            self.assertIn("usage", err.getvalue())
 
 
 class Charts(unittest.TestCase):

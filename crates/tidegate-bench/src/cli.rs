@@ -40,8 +40,9 @@ pub enum Scenario {
     /// Connections opened and closed for --duration (TLS handshake, CONNECT/CONNACK,
     /// DISCONNECT), full or (--resume) resumed TLS handshakes: handshakes per second.
     Handshake(HandshakeArgs),
-    /// HTTP publish/subscribe load (not yet implemented).
-    Http(CommonArgs),
+    /// Tidegate's HTTP face beside MQTT: REST publish (single or batch) received by MQTT
+    /// subscribers, or MQTT publishers fanned out to SSE streams.
+    Http(HttpArgs),
 }
 
 /// Options every scenario shares.
@@ -273,6 +274,87 @@ impl HandshakeArgs {
             }
             Target::Net { .. } => Ok(()),
         }
+    }
+}
+
+/// What the http scenario loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpMode {
+    /// N HTTP connections POST one message per request to `/v1/publish`, each to its own
+    /// topic, heard by its own MQTT subscriber (the HTTP twin of `pairs`).
+    Publish,
+    /// The same with `--batch-size` messages per `POST /v1/publish/batch`.
+    Batch,
+    /// MQTT publishers (`--publishers`) at `--rate`, N SSE streams (`GET /v1/subscribe`) on
+    /// one filter matching all of them (the SSE twin of `fanout`).
+    Sse,
+}
+
+impl HttpMode {
+    /// The name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpMode::Publish => "publish",
+            HttpMode::Batch => "batch",
+            HttpMode::Sse => "sse",
+        }
+    }
+}
+
+/// Options of `http`. `--url` is the gateway's MQTT listener (for the MQTT side), `-n` the HTTP
+/// connections (publish, batch) or SSE streams (sse), `--rate` messages per second in total
+/// (requests per second are `--rate / --batch-size`), `--rate 0` closed loop: one request in
+/// flight per connection (HTTP/1.1 does not pipeline; `--window` applies to the sse mode's
+/// MQTT publishers only).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Load, timing and MQTT connection options, as for pairs/fanout.
+    #[command(flatten)]
+    pub msg: MessageArgs,
+    /// What to load.
+    #[arg(long, value_enum, default_value = "publish")]
+    pub mode: HttpMode,
+    /// The gateway's HTTP listener (plain HTTP/1.1; no TLS).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub http_url: String,
+    /// Bearer token: one of the gateway's `[http] publish_tokens`.
+    #[arg(long, env = "TIDEGATE_BENCH_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// batch: messages per request.
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: u32,
+    /// sse: MQTT publishers, each on its own topic under the streams' filter.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Give up on one HTTP request (or opening an SSE stream) after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl HttpArgs {
+    /// Messages per request: `--batch-size` in batch mode, else 1.
+    pub fn messages_per_request(&self) -> u32 {
+        match self.mode {
+            HttpMode::Batch => self.batch_size,
+            HttpMode::Publish | HttpMode::Sse => 1,
+        }
+    }
+
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.msg.validate()?;
+        crate::http_client::HttpTarget::parse(&self.http_url)
+            .map_err(|e| invalid(e.to_string()))?;
+        if self.mode == HttpMode::Batch && self.batch_size == 0 {
+            return Err(invalid("--batch-size must be at least 1"));
+        }
+        if self.mode == HttpMode::Sse && self.publishers == 0 {
+            return Err(invalid("--publishers must be at least 1"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("--request-timeout must be positive"));
+        }
+        Ok(())
     }
 }
 
@@ -622,6 +704,62 @@ mod tests {
             panic!("not handshake")
         };
         assert!(h.validate().is_err());
+    }
+
+    #[test]
+    fn http_command_line() {
+        let cli = parse(&[
+            "http",
+            "--mode",
+            "batch",
+            "--batch-size",
+            "25",
+            "--http-url",
+            "http://127.0.0.1:18080",
+            "--token",
+            "t",
+            "--qos",
+            "1",
+            "--rate",
+            "0",
+            "-n",
+            "4",
+        ])
+        .unwrap();
+        let Scenario::Http(h) = cli.scenario else {
+            panic!("not http")
+        };
+        h.validate().unwrap();
+        assert_eq!(h.mode, HttpMode::Batch);
+        assert_eq!(h.messages_per_request(), 25);
+        assert_eq!(h.msg.common.connections, 4);
+        assert_eq!(h.msg.qos, QoS::AtLeastOnce);
+        assert_eq!(h.token.as_deref(), Some("t"));
+
+        let cli = parse(&["http", "--mode", "sse", "--batch-size", "25"]).unwrap();
+        let Scenario::Http(h) = cli.scenario else {
+            panic!("not http")
+        };
+        h.validate().unwrap();
+        assert_eq!(
+            h.messages_per_request(),
+            1,
+            "batch size is for batch mode only"
+        );
+        assert_eq!(h.http_url, "http://127.0.0.1:8080");
+
+        for bad in [
+            &["http", "--mode", "batch", "--batch-size", "0"][..],
+            &["http", "--mode", "sse", "--publishers", "0"][..],
+            &["http", "--http-url", "https://127.0.0.1:8443"][..],
+            &["http", "--request-timeout", "0s"][..],
+        ] {
+            let Scenario::Http(h) = parse(bad).unwrap().scenario else {
+                panic!("not http")
+            };
+            assert!(h.validate().is_err(), "{bad:?} accepted");
+        }
+        assert!(parse(&["http", "--mode", "longpoll"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! Place in the data flow: it sits *outside* the broker, as its peers do.
 //! `scenario -> client (hand-rolled MQTT over tidegate-protocol's codec) -> transport -> socket
 //! -> broker -> socket -> client -> stream accounting + latency histogram -> report`.
-//! Broker resource use is sampled from `/proc/<pid>` on the side ([`procfs`]).
+//! Broker resource use is sampled from `/proc/<pid>` on the side ([`procfs`]). The `http`
+//! scenario adds the gateway's HTTP face: `scenario::http -> http_client (hyper HTTP/1.1,
+//! SSE parser) -> socket -> gateway`, with MQTT clients on the other end as above.
 //!
 //! The generator has to be much cheaper than the broker it measures, so the hot paths follow a
 //! few rules: one connection per task, writes batched per wake-up (many PUBLISH encoded into one
@@ -22,6 +24,7 @@
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod http_client;
 pub mod latency;
 pub mod pacing;
 pub mod payload;

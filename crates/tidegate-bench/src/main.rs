@@ -2,14 +2,14 @@
 //! `--threads` asks for more), runs the scenario and prints its report (text, or JSON with
 //! `--json`). Everything else lives in the library so it can be unit tested.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use tidegate_bench::cli::{Cli, CommonArgs, Scenario};
 use tidegate_bench::report::Report;
 use tidegate_bench::scenario::topology::Shape;
-use tidegate_bench::scenario::{conn, conn_children, handshake, messaging, storm};
+use tidegate_bench::scenario::{conn, conn_children, handshake, http, messaging, storm};
 
 fn main() -> ExitCode {
     match real_main() {
@@ -47,7 +47,7 @@ fn common_of(s: &Scenario) -> &CommonArgs {
         Scenario::Conn(c) => &c.common,
         Scenario::Storm(s) => &s.common,
         Scenario::Handshake(h) => &h.common,
-        Scenario::Http(c) => c,
+        Scenario::Http(h) => &h.msg.common,
     }
 }
 
@@ -63,10 +63,7 @@ async fn run(scenario: Scenario, json: bool) -> Result<()> {
             let r = handshake::run(&h).await?;
             return print(json, &r, || r.to_text());
         }
-        Scenario::Http(_) => bail!(
-            "the http scenario is not implemented yet: it needs Tidegate's HTTP gateway \
-             (REST publish, SSE); use pairs, fanin, fanout, conn, storm or handshake"
-        ),
+        Scenario::Http(h) => http::run(&h).await?,
     };
     print(json, &report, || report.to_text())
 }

@@ -5,6 +5,10 @@
 //! CPU per message, the generator-bound verdict) are computed here by small pure functions so
 //! they are tested once and read the same in every scenario.
 
+pub mod http;
+
+pub use http::HttpStats;
+
 use crate::latency::{LatencySummary, fmt_ns};
 use crate::procfs::ProcSample;
 use crate::resources;
@@ -38,6 +42,9 @@ pub struct Report {
     /// storm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormStats>,
+    /// http: the HTTP side (the message side is in `messages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpStats>,
     /// Things that make the numbers less trustworthy.
     pub warnings: Vec<String>,
 }
@@ -344,6 +351,9 @@ impl Report {
                 let _ = writeln!(o, "  error            {e}");
             }
         }
+        if let Some(h) = &self.http {
+            h.write_text(&mut o);
+        }
         if let Some(c) = &self.conn {
             let _ = writeln!(
                 o,
@@ -511,6 +521,7 @@ mod tests {
                 messages: None,
                 conn: None,
                 storm: None,
+                http: None,
                 warnings: vec![],
             }
             .to_text()

@@ -222,6 +222,10 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     socket.set_nodelay(true)?;
+    if let Some(n) = std::env::var("TGB_EXPERIMENT_SOCKBUF").ok().and_then(|v| v.parse().ok()) {
+        socket.set_send_buffer_size(n)?;
+        socket.set_recv_buffer_size(n)?;
+    }
     socket.connect(addr).await
 }
 

@@ -1,5 +1,5 @@
 //! Smoke test: every scenario for about a second, at low scale, against a real broker, checking
-//! that QoS 1 and 2 lose nothing.
+//! that QoS 1 and 2 lose nothing (the http scenario: over the gateway's HTTP listener too).
 //!
 //! The broker is the real `tidegate` binary (crate `tidegate-server`), taken from the same
 //! target directory as this crate's binary and built with cargo first, so the test always runs
@@ -55,6 +55,8 @@ fn tidegate_exe() -> PathBuf {
 /// broker was given through `TIDEGATE_BENCH_SMOKE_URL`).
 struct Broker {
     url: String,
+    /// The HTTP listener and a publish token for it (http scenario only).
+    http: Option<(String, String)>,
     child: Option<Child>,
     /// A Unix socket file to remove afterwards.
     socket: Option<PathBuf>,
@@ -98,6 +100,7 @@ fn broker_via(via: Via) -> Broker {
     if let Ok(url) = std::env::var("TIDEGATE_BENCH_SMOKE_URL") {
         return Broker {
             url,
+            http: None,
             child: None,
             socket: None,
             _data_dir: tempfile::tempdir().expect("temporary data dir"),
@@ -132,29 +135,98 @@ fn broker_via(via: Via) -> Broker {
         .and_then(|p| p.parse().ok())
         .expect("port");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let mut child = Command::new(&exe)
-        .args([
-            "serve",
-            "--listen",
-            &listen,
-            "--listen",
-            &probe,
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
+    let child = start_tidegate(&exe, &[listen, probe], None, data_dir.path(), &[probe_port]);
+    Broker {
+        url,
+        http: None,
+        child: Some(child),
+        socket,
+        _data_dir: data_dir,
+    }
+}
+
+/// The publish token the http smoke tests configure.
+const SMOKE_TOKEN: &str = "tgb-smoke-token";
+
+/// A broker with an MQTT listener and an HTTP listener whose `[http] publish_tokens` hold
+/// [`SMOKE_TOKEN`]; `TIDEGATE_BENCH_SMOKE_URL` with `TIDEGATE_BENCH_SMOKE_HTTP_URL` and
+/// `TIDEGATE_BENCH_SMOKE_HTTP_TOKEN` name another one instead.
+fn http_broker() -> Broker {
+    if let Ok(url) = std::env::var("TIDEGATE_BENCH_SMOKE_URL") {
+        let http = std::env::var("TIDEGATE_BENCH_SMOKE_HTTP_URL")
+            .expect("TIDEGATE_BENCH_SMOKE_HTTP_URL (with TIDEGATE_BENCH_SMOKE_URL)");
+        let token = std::env::var("TIDEGATE_BENCH_SMOKE_HTTP_TOKEN")
+            .expect("TIDEGATE_BENCH_SMOKE_HTTP_TOKEN (with TIDEGATE_BENCH_SMOKE_URL)");
+        return Broker {
+            url,
+            http: Some((http, token)),
+            child: None,
+            socket: None,
+            _data_dir: tempfile::tempdir().expect("temporary data dir"),
+        };
+    }
+    let exe = tidegate_exe();
+    let (mqtt_port, http_port) = (free_port(), free_port());
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let config = data_dir.path().join("tidegate.toml");
+    std::fs::write(
+        &config,
+        format!("[http]\npublish_tokens = [\"{SMOKE_TOKEN}\"]\n"),
+    )
+    .expect("write the configuration");
+    let child = start_tidegate(
+        &exe,
+        &[
+            format!("tcp://127.0.0.1:{mqtt_port}"),
+            format!("http://127.0.0.1:{http_port}"),
+        ],
+        Some(&config),
+        data_dir.path(),
+        &[mqtt_port, http_port],
+    );
+    Broker {
+        url: format!("tcp://127.0.0.1:{mqtt_port}"),
+        http: Some((
+            format!("http://127.0.0.1:{http_port}"),
+            SMOKE_TOKEN.to_string(),
+        )),
+        child: Some(child),
+        socket: None,
+        _data_dir: data_dir,
+    }
+}
+
+/// Starts `tidegate serve` with these listeners and waits until every port in `ready_ports`
+/// accepts connections.
+fn start_tidegate(
+    exe: &std::path::Path,
+    listen: &[String],
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    ready_ports: &[u16],
+) -> Child {
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    for l in listen {
+        cmd.args(["--listen", l]);
+    }
+    let mut child = cmd
+        .arg("--data-dir")
+        .arg(data_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if TcpStream::connect(("127.0.0.1", probe_port)).is_ok() {
-            return Broker {
-                url,
-                child: Some(child),
-                socket,
-                _data_dir: data_dir,
-            };
+        if ready_ports
+            .iter()
+            .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
@@ -163,10 +235,11 @@ fn broker_via(via: Via) -> Broker {
             }
             panic!("tidegate exited with {status} before listening:\n{err}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "tidegate did not listen on {url} within 15 s"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tidegate did not listen on {listen:?} within 15 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -383,12 +456,115 @@ fn storm_qos2_v311() {
     storm_run("2", "3.1.1");
 }
 
+/// Runs the http scenario in `mode` against a broker with an HTTP listener and checks the
+/// message side as for the MQTT scenarios, plus the HTTP side's own figures.
+fn http_run(mode: &str, qos: &str, extra: &[&str]) -> Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let b = http_broker();
+    let (http_url, token) = b.http.clone().expect("an HTTP listener");
+    let mut args = vec![
+        "--mode",
+        mode,
+        "--http-url",
+        &http_url,
+        "--token",
+        &token,
+        "--qos",
+        qos,
+    ];
+    args.extend_from_slice(SHORT);
+    args.extend_from_slice(extra);
+    let v = report(&b, "http", &args);
+    check_messages(&v, qos.parse().expect("qos"));
+    assert_eq!(
+        v.pointer("/http/mode").and_then(Value::as_str),
+        Some(mode),
+        "{v:#}"
+    );
+    v
+}
+
+/// Publish and batch: every request answered 200, every message matched its one subscriber.
+fn check_requests(v: &Value, per_request: u64) {
+    let requests = u(v, "/http/requests");
+    assert!(requests > 0, "{v:#}");
+    assert_eq!(u(v, "/http/failed_requests"), 0, "{v:#}");
+    assert_eq!(u(v, "/http/unanswered"), 0, "{v:#}");
+    assert_eq!(u(v, "/messages/sent"), requests * per_request, "{v:#}");
+    assert_eq!(u(v, "/http/matched"), u(v, "/messages/sent"), "{v:#}");
+    assert!(u(v, "/http/request_latency/count") > 0, "{v:#}");
+}
+
 #[test]
-fn http_scenario_says_not_yet() {
-    let out = run_bench(&["http", "--url", "tcp://127.0.0.1:1"]);
+fn http_publish_qos1_open_loop() {
+    let v = http_run("publish", "1", &["-n", "3", "--rate", "300"]);
+    check_requests(&v, 1);
+}
+
+#[test]
+fn http_batch_qos1_closed_loop() {
+    let v = http_run(
+        "batch",
+        "1",
+        &["-n", "2", "--rate", "0", "--batch-size", "5"],
+    );
+    check_requests(&v, 5);
+}
+
+#[test]
+fn http_publish_qos0_runs() {
+    let v = http_run("publish", "0", &["-n", "2", "--rate", "200"]);
+    check_requests(&v, 1);
+}
+
+#[test]
+fn http_sse_qos1_fan_out() {
+    let v = http_run("sse", "1", &["-n", "3", "--rate", "200"]);
+    let sent = u(&v, "/messages/sent");
+    assert_eq!(u(&v, "/messages/expected_deliveries"), 3 * sent, "{v:#}");
+    assert!(u(&v, "/http/sse_events") >= 3 * sent, "{v:#}");
+    assert_eq!(u(&v, "/http/sse_bad_events"), 0, "{v:#}");
+}
+
+#[test]
+fn http_sse_qos0_closed_loop_two_publishers() {
+    http_run(
+        "sse",
+        "0",
+        &[
+            "-n",
+            "2",
+            "--publishers",
+            "2",
+            "--rate",
+            "0",
+            "--window",
+            "8",
+        ],
+    );
+}
+
+#[test]
+fn http_wrong_token_fails_before_the_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let b = http_broker();
+    let (http_url, _) = b.http.clone().expect("an HTTP listener");
+    let out = run_bench(&[
+        "http",
+        "--url",
+        &b.url,
+        "--http-url",
+        &http_url,
+        "--token",
+        "not-the-token",
+        "--quiet",
+        "-n",
+        "1",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not implemented yet"), "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("--token"), "{err}");
 }
 
 #[test]

@@ -196,6 +196,7 @@ pub async fn run(args: &ConnArgs) -> Result<Report, ScenarioError> {
         messages: None,
         conn: Some(conn),
         storm: None,
+        http: None,
         warnings,
     })
 }

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod conn_children;
 pub mod conn_worker;
 pub mod handshake;
+pub mod http;
 pub mod live;
 pub mod messaging;
 pub mod publisher;
@@ -17,6 +18,7 @@ pub mod subscriber;
 pub mod ticker;
 pub mod ticket_store;
 pub mod topology;
+pub mod traffic;
 
 use crate::cli::{CliError, CommonArgs};
 use crate::client::{ClientError, ConnectOptions};
@@ -51,6 +53,14 @@ pub enum ScenarioError {
         what: String,
         /// Why.
         source: ClientError,
+    },
+    /// An HTTP exchange failed during set-up (http scenario).
+    #[error("{what}: {source}")]
+    Http {
+        /// Which connection and step.
+        what: String,
+        /// Why.
+        source: crate::http_client::HttpError,
     },
     /// Anything else that stops the run (a child process failing, a runtime error).
     #[error("{0}")]

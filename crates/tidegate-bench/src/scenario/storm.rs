@@ -321,6 +321,7 @@ pub async fn run(args: &StormArgs) -> Result<Report, ScenarioError> {
         messages: None,
         conn: None,
         storm: Some(s),
+        http: None,
         warnings,
     })
 }

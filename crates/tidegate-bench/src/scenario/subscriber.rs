@@ -88,6 +88,13 @@ impl SubscriberState {
             .collect()
     }
 
+    /// Moves the latencies accounted since the last call into the run's histograms (one lock
+    /// per histogram per batch of deliveries).
+    pub fn record_latencies(&mut self, rec: &Recorders) {
+        Recorders::record_batch(&rec.latency, &mut self.scratch);
+        Recorders::record_batch(&rec.from_write, &mut self.scratch_written);
+    }
+
     /// Accounts one delivered payload received at `now_ns`; true if it was a new message.
     pub fn on_payload(&mut self, payload: &[u8], now_ns: u64, plan: &SubscriberPlan) -> bool {
         self.received += 1;
@@ -209,8 +216,7 @@ fn process(
         }
     }
     Live::add(&plan.live.delivered, unique);
-    Recorders::record_batch(&plan.rec.latency, &mut st.scratch);
-    Recorders::record_batch(&plan.rec.from_write, &mut st.scratch_written);
+    st.record_latencies(&plan.rec);
     Ok(())
 }
 
