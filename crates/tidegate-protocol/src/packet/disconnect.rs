@@ -59,6 +59,12 @@ impl Disconnect {
         }
     }
 
+    /// Whether a server may send `code` in a DISCONNECT: every DISCONNECT reason code of
+    /// section 3.14.2.1 except 0x04 (Disconnect with Will Message), which only a client sends.
+    pub fn server_may_send(code: ReasonCode) -> bool {
+        code != ReasonCode::DisconnectWithWillMessage && REASONS.contains(&code)
+    }
+
     pub(crate) fn decode(
         r: &mut Reader<'_>,
         version: ProtocolVersion,
@@ -99,6 +105,26 @@ impl Disconnect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_may_send_every_disconnect_reason_but_0x04() {
+        assert!(Disconnect::server_may_send(
+            ReasonCode::AdministrativeAction
+        ));
+        assert!(Disconnect::server_may_send(ReasonCode::Success));
+        assert!(!Disconnect::server_may_send(
+            ReasonCode::DisconnectWithWillMessage
+        ));
+        // Not a DISCONNECT code at all.
+        assert!(!Disconnect::server_may_send(
+            ReasonCode::NoMatchingSubscribers
+        ));
+        let allowed = (0..=255u8)
+            .filter_map(ReasonCode::from_u8)
+            .filter(|c| Disconnect::server_may_send(*c))
+            .count();
+        assert_eq!(allowed, REASONS.len() - 1);
+    }
     use crate::packet::test_util::{assert_wire, decode, encode_vec};
     use crate::{Packet, Utf8};
 
