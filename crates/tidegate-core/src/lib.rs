@@ -3,7 +3,8 @@
 //! The sans-IO MQTT broker engine of Tidegate: everything a session promises (connect, takeover,
 //! QoS 1/2 in both directions, inflight windows, resend on resume, keep alive, wills, expiry,
 //! topic aliases, flow control) plus the topic tree, retained messages, shared subscriptions and
-//! offline queues. Plain structs driven by events and a clock value passed in; no tokio, no
+//! offline queues, each per tenant, with the tenant's ACL and quotas enforced
+//! ([`Broker::handle_connect`] with an [`Authorized`]). Plain structs driven by events and a clock value passed in; no tokio, no
 //! sockets, no reading of the system clock.
 //!
 //! Place in the data flow: the IO shell (`tidegate-server`) decodes packets with
@@ -27,7 +28,8 @@ pub mod router;
 pub use broker::{
     API_CONN, ApiAccepted, ApiPublish, ApiRefusal, Authorized, BatchId, Broker, ClientView, ConnId,
     ConnInfo, DisconnectSide, Kicked, LATENCY_BUCKETS_US, LatencyHistogram, Output, QosCounts,
-    ReasonCounts, RestoreReport, SessionView, Stats, StoreBatch, SubscriptionView,
+    QuotaRefusals, ReasonCounts, RestoreReport, SessionView, Stats, StoreBatch, SubscriptionView,
+    TenantCounters, TenantLimits,
 };
 pub use config::{BrokerConfig, ConfigError, QueueDropPolicy};
 pub use message::Message;

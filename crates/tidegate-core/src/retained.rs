@@ -38,6 +38,8 @@ pub struct RetainedStore {
     max: usize,
     /// Messages held, kept so `len` and the `Full` check are O(1).
     len: usize,
+    /// Payload bytes held, kept so a tenant's retained-bytes quota is checked in O(1).
+    bytes: u64,
     tree: Tree<Option<Arc<Message>>>,
     /// Scratch for [`RetainedStore::matching`], kept so a lookup allocates nothing once warm.
     stack: Vec<Step>,
@@ -51,6 +53,7 @@ impl RetainedStore {
         RetainedStore {
             max,
             len: 0,
+            bytes: 0,
             tree: Tree::default(),
             stack: Vec::new(),
             expired: Vec::new(),
@@ -70,7 +73,8 @@ impl RetainedStore {
         // Replacing never fails, even when full; only a new topic counts against the maximum.
         if let Some(id) = self.tree.find(levels.clone()) {
             let slot = &mut self.tree.node_mut(id).value;
-            if slot.is_some() {
+            if let Some(old) = slot {
+                self.bytes = self.bytes - payload_len(old) + payload_len(&msg);
                 *slot = Some(msg);
                 return Ok(());
             }
@@ -78,6 +82,7 @@ impl RetainedStore {
         if self.len >= self.max {
             return Err(RetainedError::Full(self.max));
         }
+        self.bytes += payload_len(&msg);
         *self.tree.entry(levels) = Some(msg);
         self.len += 1;
         Ok(())
@@ -88,12 +93,12 @@ impl RetainedStore {
         let removed = self
             .tree
             .remove_with(Level::of_name(topic_name), Option::take)
-            .flatten()
-            .is_some();
-        if removed {
+            .flatten();
+        if let Some(old) = &removed {
             self.len -= 1;
+            self.bytes -= payload_len(old);
         }
-        removed
+        removed.is_some()
     }
 
     /// The retained message of `topic`, expired or not (expiry needs a clock value; see
@@ -183,6 +188,7 @@ impl RetainedStore {
                 continue;
             };
             self.len -= 1;
+            self.bytes -= payload_len(&msg);
             self.tree
                 .remove_with(Level::of_name(msg.topic.as_str()), |_| ());
         }
@@ -199,10 +205,29 @@ impl RetainedStore {
         self.len == 0
     }
 
+    /// Payload bytes of the retained messages (expired ones not yet dropped included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Every retained topic name, `$` topics included, in no particular order (expired
+    /// messages not yet dropped included): what dropping a whole tenant must delete.
+    pub fn topics(&self) -> Vec<tidegate_protocol::Utf8> {
+        self.tree
+            .values()
+            .filter_map(|(_, msg)| msg.as_ref().map(|m| m.topic.clone()))
+            .collect()
+    }
+
     /// Number of topic-tree nodes besides the root: a memory gauge, zero once the store is empty.
     pub fn node_count(&self) -> usize {
         self.tree.node_count()
     }
+}
+
+/// A payload length as the byte counter adds it up.
+fn payload_len(msg: &Message) -> u64 {
+    u64::try_from(msg.payload.len()).unwrap_or(u64::MAX)
 }
 
 fn is_expired(msg: &Message, now: Instant) -> bool {
@@ -458,5 +483,27 @@ mod tests {
             prop_assert!(store.is_empty());
             prop_assert_eq!(store.node_count(), 0);
         }
+    }
+
+    #[test]
+    fn bytes_follow_replace_remove_and_expiry_and_topics_list_everything() {
+        let now = Instant::now();
+        let mut store = RetainedStore::new(100);
+        store.set(msg("a", "12345", None)).unwrap();
+        store.set(msg("$SYS/x", "12", None)).unwrap();
+        assert_eq!(store.bytes(), 7);
+        store.set(msg("a", "1", None)).unwrap();
+        assert_eq!(store.bytes(), 3);
+        store
+            .set(msg("b", "1234", Some(now + Duration::from_secs(1))))
+            .unwrap();
+        let mut topics: Vec<String> = store.topics().iter().map(|t| t.to_string()).collect();
+        topics.sort();
+        assert_eq!(topics, ["$SYS/x", "a", "b"]);
+        assert_eq!(store.purge_expired(now + Duration::from_secs(2)), 1);
+        assert_eq!(store.bytes(), 3);
+        assert!(store.remove("a"));
+        store.set(msg("$SYS/x", "", None)).unwrap();
+        assert_eq!((store.len(), store.bytes()), (0, 0));
     }
 }

@@ -22,6 +22,8 @@ mod retained;
 mod sessions;
 #[path = "shared.rs"]
 mod shared;
+#[path = "tenancy.rs"]
+mod tenancy;
 #[path = "v5_features.rs"]
 mod v5_features;
 #[path = "wills.rs"]

@@ -1,7 +1,8 @@
 //! What the gateway's own API (HTTP publish, the admin endpoints, metrics) asks of the broker:
 //! read-only views of clients, sessions, subscriptions and retained messages, and three
 //! commands — publish a message without an MQTT connection, disconnect a client (and drop
-//! its session), delete a retained message.
+//! its session), delete a retained message. Each exists per tenant (`*_in(tenant, ..)`); the
+//! historical names act on the default tenant, which is all there was before tenants.
 //!
 //! Place in the data flow: `HTTP handler -> engine task -> Broker (this module) -> Output`. An
 //! API publication goes through the same checks, routing, retained store and persistence as a
@@ -12,12 +13,14 @@
 use super::lifecycle::WillFate;
 use super::persist::Promise;
 use super::stats::DisconnectSide;
+use super::tenant::TenantIdx;
 use super::{Broker, ConnId, Output};
 use crate::Message;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tidegate_auth::DEFAULT_TENANT_ID;
 use tidegate_protocol::{
     Disconnect, Packet, ProtocolVersion, PublishProperties, QoS, ReasonCode, RetainHandling, Utf8,
 };
@@ -32,6 +35,8 @@ pub const API_CONN: ConnId = ConnId(u64::MAX);
 pub struct ClientView {
     /// The connection.
     pub conn: ConnId,
+    /// The tenant the client belongs to.
+    pub tenant: Arc<str>,
     /// Client identifier (the assigned one when the client sent none).
     pub client_id: Arc<str>,
     /// Listener name from the shell.
@@ -55,6 +60,8 @@ pub struct ClientView {
 /// A session, online or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
+    /// The tenant the session belongs to.
+    pub tenant: Arc<str>,
     /// Client identifier.
     pub client_id: Arc<str>,
     /// The connection attached to it, if online.
@@ -111,7 +118,8 @@ pub struct ApiPublish {
 pub struct ApiRefusal {
     /// Why: TopicNameInvalid, NotAuthorized (`$SYS`), PayloadFormatInvalid,
     /// RetainNotSupported, QoSNotSupported, ProtocolError (alias or subscription identifier
-    /// set), QuotaExceeded (the store is failing).
+    /// set), QuotaExceeded (the store is failing; or the tenant's retained quota: the
+    /// message was then routed to current subscribers, just not retained).
     pub reason: ReasonCode,
 }
 
@@ -147,6 +155,7 @@ impl Broker {
         let s = self.sessions.get(&c.session)?;
         Some(ClientView {
             conn,
+            tenant: self.tenant(s.tenant).id.clone(),
             client_id: s.client_id.clone(),
             listener: info.listener.clone(),
             peer: info.peer,
@@ -159,15 +168,28 @@ impl Broker {
         })
     }
 
-    /// The connection holding the session of `client_id`, if the client is online.
+    /// The connection holding the session of `client_id` in the default tenant, if the
+    /// client is online.
     pub fn conn_of(&self, client_id: &str) -> Option<ConnId> {
-        let key = self.by_client_id.get(client_id)?;
-        self.sessions.get(key)?.conn
+        self.conn_of_in(DEFAULT_TENANT_ID, client_id)
     }
 
-    /// Every session, online or not, in no particular order.
+    /// The connection holding the session of `client_id` in `tenant`, if the client is online.
+    pub fn conn_of_in(&self, tenant: &str, client_id: &str) -> Option<ConnId> {
+        let key = self.session_key_in(tenant, client_id)?;
+        self.sessions.get(&key)?.conn
+    }
+
+    /// The session of `client_id` in `tenant`.
+    fn session_key_in(&self, tenant: &str, client_id: &str) -> Option<crate::router::SessionKey> {
+        let idx = self.find_tenant(tenant)?;
+        self.tenant(idx).by_client_id.get(client_id).copied()
+    }
+
+    /// Every session of every tenant, online or not, in no particular order.
     pub fn session_views(&self) -> impl Iterator<Item = SessionView> + '_ {
         self.sessions.values().map(|s| SessionView {
+            tenant: self.tenant(s.tenant).id.clone(),
             client_id: s.client_id.clone(),
             conn: s.conn,
             expiry_interval: s.expiry,
@@ -178,11 +200,21 @@ impl Broker {
         })
     }
 
-    /// The subscriptions of the session of `client_id`, sorted by filter; `None` without
-    /// such a session.
+    /// The subscriptions of the session of `client_id` in the default tenant, sorted by
+    /// filter; `None` without such a session.
     pub fn subscription_views(&self, client_id: &str) -> Option<Vec<SubscriptionView>> {
-        let key = self.by_client_id.get(client_id)?;
-        let s = self.sessions.get(key)?;
+        self.subscription_views_in(DEFAULT_TENANT_ID, client_id)
+    }
+
+    /// The subscriptions of the session of `client_id` in `tenant`, sorted by filter; `None`
+    /// without such a session.
+    pub fn subscription_views_in(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Option<Vec<SubscriptionView>> {
+        let key = self.session_key_in(tenant, client_id)?;
+        let s = self.sessions.get(&key)?;
         let mut views: Vec<SubscriptionView> = s
             .subscriptions
             .iter()
@@ -199,30 +231,62 @@ impl Broker {
         Some(views)
     }
 
-    /// Retained messages whose topic matches `filter` (expired ones excluded), sorted by topic.
+    /// Retained messages of the default tenant whose topic matches `filter` (expired ones
+    /// excluded), sorted by topic.
     pub fn retained_matching(&mut self, now: Instant, filter: &str) -> Vec<Arc<Message>> {
+        self.retained_matching_in(now, DEFAULT_TENANT_ID, filter)
+    }
+
+    /// Retained messages of `tenant` whose topic matches `filter` (expired ones excluded),
+    /// sorted by topic.
+    pub fn retained_matching_in(
+        &mut self,
+        now: Instant,
+        tenant: &str,
+        filter: &str,
+    ) -> Vec<Arc<Message>> {
         let mut out = Vec::new();
-        self.retained.matching(filter, now, &mut out);
+        if let Some(idx) = self.find_tenant(tenant) {
+            self.tenant_mut(idx)
+                .retained
+                .matching(filter, now, &mut out);
+        }
         out.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
         out
     }
 
-    /// Deletes the retained message at `topic` (and from the store); `true` when there was one.
+    /// Deletes the default tenant's retained message at `topic` (and from the store); `true`
+    /// when there was one.
     pub fn delete_retained(&mut self, topic: &str) -> bool {
-        if !self.retained.remove(topic) {
+        self.delete_retained_in(DEFAULT_TENANT_ID, topic)
+    }
+
+    /// Deletes `tenant`'s retained message at `topic` (and from the store); `true` when there
+    /// was one.
+    pub fn delete_retained_in(&mut self, tenant: &str, topic: &str) -> bool {
+        let Some(idx) = self.find_tenant(tenant) else {
+            return false;
+        };
+        if !self.tenant_mut(idx).retained.remove(topic) {
             return false;
         }
-        if self.is_durable()
-            && let Ok(name) = Utf8::try_from(topic)
-        {
-            self.store(tidegate_store::StoreOp::DeleteRetained(name));
-        }
+        self.forget_stored_retained(idx, topic);
         true
     }
 
-    /// Disconnects `client_id` as an administrative action: MQTT 5 clients get DISCONNECT with
-    /// `reason` first, the will is published (a server-side close is not a normal
-    /// disconnection), and with `discard_session` the session is dropped too, online or not.
+    /// Deletes a retained message of tenant `idx` from the store (no-op without persistence).
+    pub(super) fn forget_stored_retained(&mut self, idx: TenantIdx, topic: &str) {
+        if !self.is_durable() {
+            return;
+        }
+        let namespace = (idx != TenantIdx::DEFAULT).then(|| self.tenant(idx).id.clone());
+        let stored = super::tenant::stored_topic(namespace.as_deref(), topic);
+        if let Ok(name) = Utf8::try_from(stored) {
+            self.store(tidegate_store::StoreOp::DeleteRetained(name));
+        }
+    }
+
+    /// Disconnects `client_id` of the default tenant; see [`Broker::kick_in`].
     pub fn kick(
         &mut self,
         now: Instant,
@@ -230,8 +294,23 @@ impl Broker {
         reason: ReasonCode,
         discard_session: bool,
     ) -> Kicked {
+        self.kick_in(now, DEFAULT_TENANT_ID, client_id, reason, discard_session)
+    }
+
+    /// Disconnects `client_id` of `tenant` as an administrative action: MQTT 5 clients get
+    /// DISCONNECT with `reason` first, the will is published (a server-side close is not a
+    /// normal disconnection), and with `discard_session` the session is dropped too, online
+    /// or not.
+    pub fn kick_in(
+        &mut self,
+        now: Instant,
+        tenant: &str,
+        client_id: &str,
+        reason: ReasonCode,
+        discard_session: bool,
+    ) -> Kicked {
         let mut done = Kicked::default();
-        let Some(&key) = self.by_client_id.get(client_id) else {
+        let Some(key) = self.session_key_in(tenant, client_id) else {
             return done;
         };
         if let Some(conn) = self.sessions.get(&key).and_then(|s| s.conn) {
@@ -242,7 +321,7 @@ impl Broker {
             self.end_connection(now, conn, WillFate::Publish, true);
             done.disconnected = true;
         }
-        if discard_session && self.by_client_id.get(client_id) == Some(&key) {
+        if discard_session && self.session_key_in(tenant, client_id) == Some(key) {
             // end_connection already ended a session with expiry 0.
             if self.sessions.contains_key(&key) {
                 self.end_session(now, key);
@@ -252,13 +331,25 @@ impl Broker {
         done
     }
 
-    /// Publishes a message on behalf of the API, with the rules a client's PUBLISH obeys
-    /// (topic limits, `$SYS`, payload format, retain and QoS availability, a failing store).
-    /// For QoS 1 and 2 an [`Output::Committed`] with the returned token follows once the
-    /// message is durable, or carries `durable: false` if its store batch fails.
+    /// Publishes a message in the default tenant; see [`Broker::publish_api_in`].
     pub fn publish_api(
         &mut self,
         now: Instant,
+        publish: ApiPublish,
+    ) -> Result<ApiAccepted, ApiRefusal> {
+        self.publish_api_in(now, DEFAULT_TENANT_ID, publish)
+    }
+
+    /// Publishes a message in `tenant` (created if unknown) on behalf of the API, with the
+    /// rules a client's PUBLISH obeys (topic limits, `$SYS`, payload format, retain and QoS
+    /// availability, a failing store, the tenant's retained quota: QuotaExceeded, the message
+    /// routed but not retained). The tenant's ACL is not applied: the API checks its own
+    /// tokens. For QoS 1 and 2 an [`Output::Committed`] with the returned token follows once
+    /// the message is durable, or carries `durable: false` if its store batch fails.
+    pub fn publish_api_in(
+        &mut self,
+        now: Instant,
+        tenant: &str,
         publish: ApiPublish,
     ) -> Result<ApiAccepted, ApiRefusal> {
         let refuse = |reason| Err(ApiRefusal { reason });
@@ -301,7 +392,13 @@ impl Broker {
             properties: publish.properties,
         };
         let msg = Arc::new(Message::from_publish(packet, publish.topic, now, None));
-        let matched = self.route_message(now, msg);
+        let idx = self.tenant_idx(tenant);
+        let routed = self.route_message(now, idx, msg);
+        if routed.retained_over_quota {
+            // Routed to the current subscribers, like a client's PUBLISH, but not retained.
+            return refuse(ReasonCode::QuotaExceeded);
+        }
+        let matched = routed.matched;
         let token = (qos != QoS::AtMostOnce).then(|| {
             let token = self.next_api_token;
             self.next_api_token += 1;
@@ -322,7 +419,7 @@ impl Broker {
     /// The session key of `client_id`, for tests of this module.
     #[cfg(test)]
     fn key_of(&self, client_id: &str) -> Option<crate::router::SessionKey> {
-        self.by_client_id.get(client_id).copied()
+        self.session_key_in(DEFAULT_TENANT_ID, client_id)
     }
 }
 

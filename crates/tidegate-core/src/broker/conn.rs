@@ -8,9 +8,12 @@
 
 use super::ConnInfo;
 use super::alias::{InboundAliases, OutboundAliases};
+use super::tenant::TenantIdx;
 use super::timers::TimerKey;
 use crate::router::SessionKey;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidegate_auth::{Acl, TokenBucket};
 use tidegate_protocol::{ProtocolVersion, Will};
 
 /// One network connection.
@@ -39,6 +42,12 @@ pub(super) enum Phase {
 pub(super) struct Connected {
     /// The session it is attached to.
     pub(super) session: SessionKey,
+    /// The tenant the client belongs to: which router, retained store and limits apply.
+    pub(super) tenant: TenantIdx,
+    /// What authentication imposed on this connection beyond its tenant's limits; `None`
+    /// (every topic allowed, no per-client rate, no credential expiry) costs one word and no
+    /// check on the hot path.
+    pub(super) policy: Option<Box<ConnPolicy>>,
     /// Protocol version from CONNECT, deciding reason codes and properties.
     pub(super) version: ProtocolVersion,
     /// 1.5 × the effective keep alive [MQTT-3.1.2-24]; `None` when keep alive is 0.
@@ -64,4 +73,18 @@ pub(super) struct Connected {
     pub(super) keep_alive: u16,
     /// When the CONNECT was accepted.
     pub(super) connected_at: Instant,
+}
+
+/// The per-connection half of what authentication decided
+/// ([`Authorized`](super::Authorized)); the tenant-wide half lives in the tenant's state.
+#[derive(Debug)]
+pub(super) struct ConnPolicy {
+    /// `%u` in ACL rules (`None`: anonymous).
+    pub(super) username: Option<Arc<str>>,
+    /// The rules PUBLISH and SUBSCRIBE are checked against (`None`: everything allowed).
+    pub(super) acl: Option<Arc<Acl>>,
+    /// Inbound messages per second of this client, when limited.
+    pub(super) rate: Option<TokenBucket>,
+    /// The credential-expiry entry (a JWT's `exp`): DISCONNECT 0xA0 when it fires.
+    pub(super) expiry_timer: Option<TimerKey>,
 }

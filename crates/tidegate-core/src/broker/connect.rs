@@ -8,23 +8,26 @@
 //! checks run before the takeover).
 
 use super::alias::{InboundAliases, OutboundAliases};
-use super::conn::Connected;
+use super::conn::{ConnPolicy, Connected};
 use super::lifecycle::WillFate;
 use super::session::Session;
 use super::stats::DisconnectSide;
+use super::tenancy::ConnAuth;
+use super::tenant::{self, TenantIdx};
 use super::timers::TimerEvent;
 use super::{Broker, ConnId, Phase};
 use crate::queue::MessageQueue;
 use crate::router::SessionKey;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tidegate_auth::Subject;
 use tidegate_protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode,
     Utf8, Will, topic,
 };
 
 impl Broker {
-    pub(super) fn on_connect(&mut self, now: Instant, conn: ConnId, c: Connect) {
+    pub(super) fn on_connect(&mut self, now: Instant, conn: ConnId, c: Connect, auth: ConnAuth) {
         let version = c.protocol;
         let v5 = version.is_v5();
         if version == ProtocolVersion::V31 {
@@ -48,10 +51,29 @@ impl Broker {
                 // [MQTT-3.1.3-8]: a 3.1.1 client without an identifier must use Clean Session.
                 return self.refuse_connect(conn, ReasonCode::ClientIdentifierNotValid);
             }
-            self.assign_client_id()
+            self.assign_client_id(auth.tenant)
         } else {
             Arc::from(c.client_id.as_str())
         };
+        if client_id.contains(tenant::SESSION_SEPARATOR) {
+            // Reserved for the store names of tenants' sessions (see the tenant module).
+            return self.refuse_connect(conn, ReasonCode::ClientIdentifierNotValid);
+        }
+        if let (Some(will), Some(acl)) = (&c.will, &auth.acl) {
+            let who = Subject {
+                username: auth.username.as_deref(),
+                client_id: &client_id,
+            };
+            if !acl.check_publish(&who, &will.topic).is_allowed() {
+                // A will the client could not publish itself is refused up front, as EMQX
+                // and Mosquitto do, rather than dropped silently when the client goes.
+                self.tenant_mut(auth.tenant).counters.denied_publish += 1;
+                return self.refuse_connect(conn, ReasonCode::NotAuthorized);
+            }
+        }
+        if let Err(reason) = self.check_connect_quotas(auth.tenant, &client_id) {
+            return self.refuse_connect(conn, reason);
+        }
 
         let requested_expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
@@ -66,8 +88,9 @@ impl Broker {
             _ => (c.keep_alive, None),
         };
 
-        self.take_over(now, &client_id);
-        let (key, session_present) = self.open_session(now, &client_id, c.clean_start, expiry);
+        self.take_over(now, auth.tenant, &client_id);
+        let (key, session_present) =
+            self.open_session(now, auth.tenant, &client_id, c.clean_start, expiry);
         let window = self.config.queue_memory_window;
         if let Some(s) = self.sessions.get_mut(&key) {
             s.conn = Some(conn);
@@ -81,8 +104,11 @@ impl Broker {
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let keep_alive_timer =
             keep_alive_timeout.and_then(|t| self.arm(now, t, TimerEvent::KeepAlive(conn)));
+        let policy = self.conn_policy(now, conn, &auth);
         let connected = Connected {
             session: key,
+            tenant: auth.tenant,
+            policy,
             version,
             keep_alive_timeout,
             last_activity: now,
@@ -116,6 +142,7 @@ impl Broker {
         }
         entry.phase = Phase::Connected(Box::new(connected));
         let listener = entry.info.listener.clone();
+        self.tenant_mut(auth.tenant).connections += 1;
         // The session record (now online, with this connection's will) is written before the
         // CONNACK can leave.
         self.persist_session(key);
@@ -140,7 +167,15 @@ impl Broker {
             if !self.config.retain_available {
                 props.retain_available = Some(false);
             }
-            props.maximum_packet_size = Some(self.config.max_packet_size);
+            // A tenant may allow less than the gateway.
+            props.maximum_packet_size = Some(
+                self.tenant(auth.tenant)
+                    .limits
+                    .max_packet_size
+                    .map_or(self.config.max_packet_size, |m| {
+                        m.min(self.config.max_packet_size)
+                    }),
+            );
             if assigned {
                 props.assigned_client_identifier = Utf8::try_from(&*client_id).ok();
             }
@@ -218,23 +253,83 @@ impl Broker {
             && name.split('/').count() <= self.config.max_topic_levels
     }
 
-    /// `tg-<n>` with the first `n` not held by a session. A counter, not a random value: the
-    /// core reads no entropy source, and the index check keeps it unique among live sessions.
-    fn assign_client_id(&mut self) -> Arc<str> {
+    /// `tg-<n>` with the first `n` not held by a session of the tenant. A counter, not a
+    /// random value: the core reads no entropy source, and the index check keeps it unique
+    /// among live sessions.
+    fn assign_client_id(&mut self, tenant: TenantIdx) -> Arc<str> {
         loop {
             let id = format!("tg-{}", self.next_assigned_id);
             self.next_assigned_id += 1;
-            if !self.by_client_id.contains_key(id.as_str()) {
+            if !self.tenant(tenant).by_client_id.contains_key(id.as_str()) {
                 return Arc::from(id);
             }
         }
     }
 
+    /// The tenant's connection and session quotas: a takeover does not add a connection, and
+    /// resuming (or replacing) an existing session does not add a session. CONNACK 0x97
+    /// (3.1.1: return code 3, Server unavailable) beyond.
+    fn check_connect_quotas(&mut self, idx: TenantIdx, client_id: &str) -> Result<(), ReasonCode> {
+        let t = self.tenant(idx);
+        let existing = t
+            .by_client_id
+            .get(client_id)
+            .and_then(|k| self.sessions.get(k));
+        let takeover = existing.is_some_and(|s| s.conn.is_some());
+        let over_connections = !takeover
+            && t.limits
+                .max_connections
+                .is_some_and(|max| t.connections >= max as usize);
+        let over_sessions = existing.is_none()
+            && t.limits
+                .max_sessions
+                .is_some_and(|max| t.by_client_id.len() >= max as usize);
+        let quota = &mut self.tenant_mut(idx).counters.quota;
+        if over_connections {
+            quota.connections += 1;
+            return Err(ReasonCode::QuotaExceeded);
+        }
+        if over_sessions {
+            quota.sessions += 1;
+            return Err(ReasonCode::QuotaExceeded);
+        }
+        Ok(())
+    }
+
+    /// The per-connection policy, or `None` when nothing is restricted (no check per packet
+    /// then); arms the credential-expiry timer.
+    fn conn_policy(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        auth: &ConnAuth,
+    ) -> Option<Box<ConnPolicy>> {
+        let rate = self
+            .tenant(auth.tenant)
+            .limits
+            .max_inbound_messages_per_sec
+            .map(|r| tenant::bucket(r, now));
+        if auth.acl.is_none() && rate.is_none() && auth.expires_at.is_none() {
+            return None;
+        }
+        let expiry_timer = auth.expires_at.map(|at| {
+            self.timers
+                .insert(at.max(now), TimerEvent::CredentialsExpired(conn))
+        });
+        Some(Box::new(ConnPolicy {
+            username: auth.username.clone(),
+            acl: auth.acl.clone(),
+            rate,
+            expiry_timer,
+        }))
+    }
+
     /// [MQTT-3.1.4-3]: a client id already connected elsewhere loses that connection, with
     /// DISCONNECT 0x8E in MQTT 5; its will goes the abnormal way (a delayed will is then
     /// cancelled by this very reconnection if it resumes the session).
-    fn take_over(&mut self, now: Instant, client_id: &str) {
+    fn take_over(&mut self, now: Instant, tenant: TenantIdx, client_id: &str) {
         let old = self
+            .tenant(tenant)
             .by_client_id
             .get(client_id)
             .and_then(|k| self.sessions.get(k))
@@ -258,11 +353,12 @@ impl Broker {
     fn open_session(
         &mut self,
         now: Instant,
+        tenant: TenantIdx,
         client_id: &Arc<str>,
         clean_start: bool,
         expiry: u32,
     ) -> (SessionKey, bool) {
-        if let Some(&key) = self.by_client_id.get(&**client_id) {
+        if let Some(&key) = self.tenant(tenant).by_client_id.get(&**client_id) {
             // An offline session whose expiry passed, with the timer not yet handled, is gone.
             let expired = self
                 .sessions
@@ -284,19 +380,31 @@ impl Broker {
         }
         let key = SessionKey(self.next_session);
         self.next_session += 1;
-        let mut queue = MessageQueue::new(
-            self.config.max_queued_messages,
-            self.config.queue_drop_policy,
-        );
+        // The tenant's queue limit replaces the gateway's.
+        let limit = self
+            .tenant(tenant)
+            .limits
+            .max_queued_messages
+            .map_or(self.config.max_queued_messages, |m| m as usize);
+        let mut queue = MessageQueue::new(limit, self.config.queue_drop_policy);
         // Only a session that outlives its connection is worth storing; its queue then keeps
         // a window in memory and the rest in the store.
         let durable = self.is_durable() && expiry > 0;
         if durable {
             queue.set_memory_window(self.config.queue_memory_window);
         }
-        self.sessions
-            .insert(key, Session::new(client_id.clone(), expiry, queue, durable));
-        self.by_client_id.insert(client_id.clone(), key);
+        let t = self.tenant_mut(tenant);
+        let store_id = t.store_id(tenant, client_id);
+        t.by_client_id.insert(client_id.clone(), key);
+        self.sessions.insert(
+            key,
+            Session::new(
+                (tenant, client_id.clone(), store_id),
+                expiry,
+                queue,
+                durable,
+            ),
+        );
         (key, false)
     }
 }

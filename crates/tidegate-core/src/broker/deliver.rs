@@ -230,7 +230,9 @@ impl Broker {
                     client_id = &*s.client_id,
                     "session queue full, message dropped"
                 );
+                let tenant = s.tenant;
                 self.counters.dropped_queue_full += 1;
+                self.tenant_mut(tenant).counters.quota.queued_messages += 1;
             }
         }
         if let Some(evicted) = pushed.evicted {

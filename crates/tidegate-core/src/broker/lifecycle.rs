@@ -10,6 +10,7 @@
 
 use super::session::PendingWill;
 use super::stats::DisconnectSide;
+use super::tenant::TenantIdx;
 use super::timers::{TimerEvent, TimerKey};
 use super::{Broker, ConnId, Output, Phase};
 use crate::Message;
@@ -56,6 +57,12 @@ impl Broker {
         if let Some(t) = st.keep_alive_timer {
             self.timers.cancel(t);
         }
+        if let Some(t) = st.policy.as_ref().and_then(|p| p.expiry_timer) {
+            self.timers.cancel(t);
+        }
+        let tenant = st.tenant;
+        let t = self.tenant_mut(tenant);
+        t.connections = t.connections.saturating_sub(1);
         let key = st.session;
         let will = match fate {
             WillFate::Publish => st.will,
@@ -80,14 +87,14 @@ impl Broker {
             // ("or the Session ends, whichever happens first").
             self.end_session(now, key);
             if let Some(will) = will {
-                self.publish_will(now, *will, None);
+                self.publish_will(now, tenant, *will, None);
             }
             return;
         }
         self.arm_session_expiry(now, key, expiry);
         if let Some(will) = will {
             match will.properties.will_delay_interval.unwrap_or(0) {
-                0 => self.publish_will(now, *will, Some(key)),
+                0 => self.publish_will(now, tenant, *will, Some(key)),
                 delay => {
                     let timer = self.arm(
                         now,
@@ -117,32 +124,39 @@ impl Broker {
             return;
         };
         tracing::debug!(client_id = &*s.client_id, "session ended");
-        if self.by_client_id.get(&s.client_id) == Some(&key) {
-            self.by_client_id.remove(&s.client_id);
+        let t = self.tenant_mut(s.tenant);
+        if t.by_client_id.get(&s.client_id) == Some(&key) {
+            t.by_client_id.remove(&s.client_id);
+        }
+        for filter in s.subscriptions.keys() {
+            t.router.unsubscribe(key, filter);
         }
         if let Some(t) = s.expiry_timer {
             self.timers.cancel(t);
         }
         if s.durable {
-            self.store(StoreOp::DeleteSession(s.client_id.clone()));
-        }
-        for filter in s.subscriptions.keys() {
-            self.router.unsubscribe(key, filter);
+            self.store(StoreOp::DeleteSession(s.store_id.clone()));
         }
         if let Some(pending) = s.pending_will {
             if let Some(t) = pending.timer {
                 self.timers.cancel(t);
             }
-            self.publish_will(now, *pending.will, None);
+            self.publish_will(now, s.tenant, *pending.will, None);
         }
     }
 
-    /// Publishes a will as an application message from `publisher` (its session, if it still
-    /// exists, so No Local applies).
-    pub(super) fn publish_will(&mut self, now: Instant, will: Will, publisher: Option<SessionKey>) {
+    /// Publishes a will in `tenant` as an application message from `publisher` (its session,
+    /// if it still exists, so No Local applies). Its topic passed the ACL at CONNECT.
+    pub(super) fn publish_will(
+        &mut self,
+        now: Instant,
+        tenant: TenantIdx,
+        will: Will,
+        publisher: Option<SessionKey>,
+    ) {
         tracing::debug!(topic = will.topic.as_str(), "publishing will");
         let msg = Message::from_will(will, now, publisher);
-        self.route_message(now, Arc::new(msg));
+        self.route_message(now, tenant, Arc::new(msg));
     }
 
     /// DISCONNECT from the client.
@@ -224,8 +238,9 @@ impl Broker {
         if s.pending_will.as_ref().and_then(|p| p.timer) != Some(timer) {
             return;
         }
+        let tenant = s.tenant;
         if let Some(pending) = s.pending_will.take() {
-            self.publish_will(now, *pending.will, Some(key));
+            self.publish_will(now, tenant, *pending.will, Some(key));
             self.persist_session(key);
         }
     }

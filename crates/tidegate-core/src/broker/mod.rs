@@ -13,7 +13,12 @@
 //! sent at once when the session is online and its inflight window has room, queued otherwise.
 //!
 //! # Design, and why
-//! - **Sessions by client id, connections by [`ConnId`]**: a session (subscriptions, inflight,
+//! - **Tenants** (issue 7): every connection and session belongs to one tenant, and each tenant
+//!   has its own router, retained store, client-id index, limits and counters, found through a
+//!   small index the connection carries (see the `tenant` module for the layout, the cost and
+//!   the store names; `tenancy` for authorization and quotas). A CONNECT through
+//!   [`Broker::handle_packet`] lands in the default tenant with everything allowed.
+//! - **Sessions by (tenant, client id), connections by [`ConnId`]**: a session (subscriptions, inflight,
 //!   queue, inbound QoS 2 ids, expiry, delayed will) outlives its connection; a connection record
 //!   (version, keep alive, client limits, alias tables, will) dies with the socket. Sessions are
 //!   keyed by a never-reused [`SessionKey`] so stale timers and router entries cannot hit a newer
@@ -72,6 +77,8 @@ mod session;
 mod stats;
 mod subscribe;
 mod tenancy;
+mod tenant;
+mod tenant_admin;
 #[cfg(test)]
 mod testkit;
 mod timers;
@@ -85,16 +92,17 @@ pub use stats::{
     DisconnectSide, LATENCY_BUCKETS_US, LatencyHistogram, QosCounts, ReasonCounts, Stats,
 };
 pub use tenancy::{Authorized, TenantLimits};
+pub use tenant::{QuotaRefusals, TenantCounters};
 
 use crate::BrokerConfig;
-use crate::retained::RetainedStore;
-use crate::router::{Delivery, Router, SessionKey};
+use crate::router::{Delivery, SessionKey};
 use conn::{Conn, Connected, Phase};
 use session::Session;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tenant::{TenantIdx, TenantState};
 use tidegate_protocol::{
     ConnAck, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode, Utf8,
 };
@@ -161,11 +169,12 @@ pub struct Broker {
     config: BrokerConfig,
     conns: HashMap<ConnId, Conn>,
     sessions: HashMap<SessionKey, Session>,
-    by_client_id: HashMap<Arc<str>, SessionKey>,
+    /// Every tenant's router, retained store and client-id index; the default tenant at 0.
+    tenants: Vec<TenantState>,
+    /// Tenant id → its index in `tenants`.
+    tenant_index: HashMap<Arc<str>, TenantIdx>,
     next_session: u64,
     next_assigned_id: u64,
-    router: Router,
-    retained: RetainedStore,
     timers: Timers,
     out: VecDeque<Output>,
     counters: Stats,
@@ -183,16 +192,19 @@ pub struct Broker {
 impl Broker {
     /// An empty broker. The configuration should have passed [`BrokerConfig::validate`].
     pub fn new(config: BrokerConfig) -> Broker {
-        let retained = RetainedStore::new(config.max_retained_messages);
+        let default: Arc<str> = Arc::from(tidegate_auth::DEFAULT_TENANT_ID);
+        let tenants = vec![TenantState::new(
+            default.clone(),
+            config.max_retained_messages,
+        )];
         Broker {
             config,
             conns: HashMap::new(),
             sessions: HashMap::new(),
-            by_client_id: HashMap::new(),
+            tenants,
+            tenant_index: HashMap::from([(default, TenantIdx::DEFAULT)]),
             next_session: 1,
             next_assigned_id: 1,
-            router: Router::new(),
-            retained,
             timers: Timers::default(),
             out: VecDeque::new(),
             counters: Stats::default(),
@@ -250,7 +262,9 @@ impl Broker {
         };
         let Phase::Connected(st) = &mut c.phase else {
             match packet {
-                Packet::Connect(connect) => self.on_connect(now, conn, *connect),
+                Packet::Connect(connect) => {
+                    self.on_connect(now, conn, *connect, tenancy::ConnAuth::default());
+                }
                 other => {
                     // The codec only lets CONNECT through first; anything else is a bug or a
                     // hostile peer, and there is no version to answer in.
@@ -352,7 +366,7 @@ impl Broker {
     }
 
     /// Fires every deadline at or before `now` (connect timeout, keep alive, will delay,
-    /// session expiry). Message expiry needs no call: it is checked at delivery time.
+    /// session expiry, credential expiry). Message expiry needs no call: it is checked at delivery time.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((key, event)) = self.timers.pop_due(now) {
             match event {
@@ -360,6 +374,9 @@ impl Broker {
                 TimerEvent::KeepAlive(conn) => self.on_keep_alive_timer(now, conn, key),
                 TimerEvent::WillDelay(session) => self.on_will_delay(now, session, key),
                 TimerEvent::SessionExpiry(session) => self.on_session_expiry(now, session, key),
+                TimerEvent::CredentialsExpired(conn) => {
+                    self.on_credentials_expired(now, conn, key);
+                }
             }
         }
     }
@@ -423,8 +440,8 @@ impl Broker {
             sessions: self.sessions.len(),
             queued_messages,
             queued_in_memory,
-            subscriptions: self.router.len(),
-            retained: self.retained.len(),
+            subscriptions: self.tenants.iter().map(|t| t.router.len()).sum(),
+            retained: self.tenants.iter().map(|t| t.retained.len()).sum(),
             ..self.counters
         }
     }
@@ -448,6 +465,38 @@ impl Broker {
     }
 
     // ----- helpers shared by the submodules -----
+
+    /// The state of tenant `idx`.
+    fn tenant(&self, idx: TenantIdx) -> &TenantState {
+        // Invariant: indexes are only made by `tenant_idx` (or are the default, 0), and
+        // tenants are never removed from the table.
+        &self.tenants[idx.0 as usize]
+    }
+
+    /// The state of tenant `idx`, mutably (same invariant as [`Broker::tenant`]).
+    fn tenant_mut(&mut self, idx: TenantIdx) -> &mut TenantState {
+        &mut self.tenants[idx.0 as usize]
+    }
+
+    /// The index of tenant `id`, creating its (empty) state on first use.
+    fn tenant_idx(&mut self, id: &str) -> TenantIdx {
+        if let Some(&idx) = self.tenant_index.get(id) {
+            return idx;
+        }
+        let idx = TenantIdx(u32::try_from(self.tenants.len()).unwrap_or(u32::MAX));
+        let id: Arc<str> = Arc::from(id);
+        self.tenants.push(TenantState::new(
+            id.clone(),
+            self.config.max_retained_messages,
+        ));
+        self.tenant_index.insert(id, idx);
+        idx
+    }
+
+    /// The index of tenant `id`, if the broker has seen it.
+    fn find_tenant(&self, id: &str) -> Option<TenantIdx> {
+        self.tenant_index.get(id).copied()
+    }
 
     fn count_connack(&mut self, reason: ReasonCode) {
         *self.reasons.connack.entry(reason.as_u8()).or_insert(0) += 1;

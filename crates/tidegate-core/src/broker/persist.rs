@@ -38,9 +38,14 @@
 //! no way to say no; a SUBACK's granted codes become failures and the subscriptions are
 //! removed. Until a write succeeds again, QoS 1/2 and retained publications and SUBSCRIBEs of
 //! persistent sessions are refused the same way before anything is routed.
+//!
+//! Tenants: the store knows no tenant; a non-default tenant's session is stored under
+//! `{tenant}\u{1F}{client id}` and its retained topics under `{tenant}#{topic}`, and restore
+//! splits them back (the default tenant's names are unchanged; see the tenant module).
 
 use super::conn::Phase;
 use super::session::{Awaiting, Inflight, PendingWill, Session};
+use super::tenant::{self, TenantIdx};
 use super::timers::TimerEvent;
 use super::{Broker, ConnId, Output};
 use crate::Message;
@@ -233,7 +238,7 @@ impl Broker {
         for stored in snapshot.sessions {
             report.sessions += 1;
             report.queued += stored.queue.len();
-            let key = b.restore_session(stored.record.client_id.clone(), &stored);
+            let key = b.restore_session(&stored.record.client_id, &stored);
             presences.push((key, stored.record.presence));
         }
         for record in snapshot.retained {
@@ -243,8 +248,18 @@ impl Broker {
                 b.store(StoreOp::DeleteRetained(record.topic.clone()));
                 continue;
             }
-            let msg = b.message_from_record(&record);
-            if b.retained.set(msg).is_ok() {
+            let (namespace, topic) = tenant::split_stored_topic(&record.topic);
+            let idx = namespace.map_or(TenantIdx::DEFAULT, |t| b.tenant_idx(t));
+            let mut msg = b.message_from_record(&record);
+            if namespace.is_some() {
+                let Ok(topic) = tidegate_protocol::Utf8::try_from(topic) else {
+                    continue;
+                };
+                if let Some(m) = Arc::get_mut(&mut msg) {
+                    m.topic = topic;
+                }
+            }
+            if b.tenant_mut(idx).retained.set(msg).is_ok() {
                 report.retained += 1;
             }
         }
@@ -256,9 +271,14 @@ impl Broker {
 
     fn restore_session(
         &mut self,
-        client_id: Arc<str>,
+        store_id: &Arc<str>,
         stored: &tidegate_store::StoredSession,
     ) -> SessionKey {
+        let (namespace, plain) = tenant::split_store_id(store_id);
+        let (tenant, client_id): (TenantIdx, Arc<str>) = match namespace {
+            None => (TenantIdx::DEFAULT, store_id.clone()),
+            Some(t) => (self.tenant_idx(t), Arc::from(plain)),
+        };
         let key = SessionKey(self.next_session);
         self.next_session += 1;
         let mut queue = MessageQueue::new(
@@ -269,7 +289,7 @@ impl Broker {
         queue.set_memory_window(0);
         queue.restore_index(stored.queue.iter().map(|e| (e.seq, e.qos)));
         let mut session = Session::new(
-            client_id.clone(),
+            (tenant, client_id.clone(), store_id.clone()),
             stored.record.expiry_interval,
             queue,
             true,
@@ -279,7 +299,8 @@ impl Broker {
                 options: sub.options,
                 identifier: sub.identifier,
             };
-            if self.router.subscribe(key, &sub.filter, entry).is_ok() {
+            let router = &mut self.tenant_mut(tenant).router;
+            if router.subscribe(key, &sub.filter, entry).is_ok() {
                 session.subscriptions.insert(sub.filter.to_string(), entry);
             }
         }
@@ -297,7 +318,7 @@ impl Broker {
         }
         session.inflight = inflight;
         self.sessions.insert(key, session);
-        self.by_client_id.insert(client_id, key);
+        self.tenant_mut(tenant).by_client_id.insert(client_id, key);
         key
     }
 
@@ -312,6 +333,9 @@ impl Broker {
         let Some(clock) = self.persist.as_ref().map(|p| p.clock) else {
             return;
         };
+        let Some(tenant) = self.sessions.get(&key).map(|s| s.tenant) else {
+            return;
+        };
         match presence {
             Presence::Connected { will } => {
                 // The connection ended with the gateway: an abnormal disconnect, seen now.
@@ -320,7 +344,7 @@ impl Broker {
                     self.end_session(now, key);
                     if let Some(will) = will {
                         report.wills += 1;
-                        self.publish_will(now, will, None);
+                        self.publish_will(now, tenant, will, None);
                     }
                     return;
                 }
@@ -329,7 +353,7 @@ impl Broker {
                     match will.properties.will_delay_interval.unwrap_or(0) {
                         0 => {
                             report.wills += 1;
-                            self.publish_will(now, will, Some(key));
+                            self.publish_will(now, tenant, will, Some(key));
                         }
                         delay => {
                             let timer = self.arm(
@@ -352,7 +376,7 @@ impl Broker {
                     report.expired_sessions += 1;
                     if let Some(pending) = will {
                         report.wills += 1;
-                        self.publish_will(now, pending.will, None);
+                        self.publish_will(now, tenant, pending.will, None);
                     }
                     self.end_session(now, key);
                     return;
@@ -367,7 +391,7 @@ impl Broker {
                     let due = pending.publish_at.is_some_and(|at| at <= clock.unix);
                     if due {
                         report.wills += 1;
-                        self.publish_will(now, pending.will, Some(key));
+                        self.publish_will(now, tenant, pending.will, Some(key));
                     } else {
                         let timer = pending
                             .publish_at
@@ -639,10 +663,7 @@ impl Broker {
                     } else {
                         ReasonCode::UnspecifiedError
                     };
-                    self.router.unsubscribe(session, filter);
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        s.subscriptions.remove(filter.as_str());
-                    }
+                    self.unsubscribe_session(session, filter);
                     if let Some(client_id) = self.durable_client(session) {
                         self.store(StoreOp::DeleteSubscription {
                             client_id,
@@ -772,11 +793,12 @@ impl Broker {
         self.persist.as_ref().map_or(0, |p| p.ops.len())
     }
 
-    /// The client id of `key` when its state is persisted.
+    /// The store name of `key` (its client id in the default tenant) when its state is
+    /// persisted.
     pub(super) fn durable_client(&self, key: SessionKey) -> Option<Arc<str>> {
         self.persist.as_ref()?;
         let s = self.sessions.get(&key)?;
-        s.durable.then(|| s.client_id.clone())
+        s.durable.then(|| s.store_id.clone())
     }
 
     /// Writes the session record of `key` (identity, expiry, presence, will).
@@ -805,7 +827,7 @@ impl Broker {
             },
         };
         let record = SessionRecord {
-            client_id: s.client_id.clone(),
+            client_id: s.store_id.clone(),
             expiry_interval: s.expiry,
             presence,
         };
@@ -852,7 +874,7 @@ impl Broker {
             publisher: msg
                 .publisher
                 .and_then(|k| self.sessions.get(&k))
-                .map(|s| s.client_id.clone()),
+                .map(|s| s.store_id.clone()),
         });
         if let Some(p) = &mut self.persist {
             p.cache = Some((msg.clone(), record.clone()));
@@ -896,9 +918,16 @@ impl Broker {
             publisher: r
                 .publisher
                 .as_deref()
-                .and_then(|id| self.by_client_id.get(id).copied()),
+                .and_then(|id| self.session_of_store_id(id)),
             received: None,
         })
+    }
+
+    /// The session stored under `store_id`, if it is loaded.
+    fn session_of_store_id(&self, store_id: &str) -> Option<SessionKey> {
+        let (namespace, client_id) = tenant::split_store_id(store_id);
+        let idx = namespace.map_or(Some(TenantIdx::DEFAULT), |t| self.find_tenant(t))?;
+        self.tenant(idx).by_client_id.get(client_id).copied()
     }
 
     /// A delivery rebuilt from its record.

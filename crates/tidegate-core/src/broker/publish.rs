@@ -8,12 +8,15 @@
 //!
 //! The checks, in order, each ending the connection (DISCONNECT in MQTT 5) when broken: topic
 //! alias valid (0x94) and known (0x82), topic name within limits (0x90), QoS within
-//! `max_qos` (0x9B), retain available (0x9A), our Receive Maximum (0x93). Then two per-message
-//! refusals answered in the acknowledgement (MQTT 5): `$SYS` topics (0x87) and payloads
-//! announced as UTF-8 that are not (0x99).
+//! `max_qos` (0x9B), retain available (0x9A), our Receive Maximum (0x93). Then the per-message
+//! refusals answered in the acknowledgement (MQTT 5): `$SYS` topics (0x87), payloads
+//! announced as UTF-8 that are not (0x99), the tenant's ACL (0x87) and message rates (0x96).
+//! A message is routed in its publisher's tenant only; a retained one over the tenant's
+//! retained quota is routed but not stored, and acknowledged with 0x97 (see `tenancy`).
 
 use super::connect::is_sys_topic;
 use super::persist::Promise;
+use super::tenant::{self, TenantIdx};
 use super::{Broker, ConnId, Output};
 use crate::Message;
 use crate::queue::Queued;
@@ -30,7 +33,9 @@ impl Broker {
         let Some(c) = self.connected_mut(conn) else {
             return;
         };
-        let (v5, key) = (c.version.is_v5(), c.session);
+        let (v5, key, tenant) = (c.version.is_v5(), c.session, c.tenant);
+        // Whether any tenant policy applies: without one (the default tenant) no check runs.
+        let restricted = c.policy.is_some();
         if !p.properties.subscription_identifiers.is_empty() {
             return self.violation(
                 now,
@@ -151,6 +156,17 @@ impl Broker {
                 v5,
             );
         }
+        let restricted = restricted || self.tenant(tenant).rate.is_some();
+        if restricted && let Err(reason) = self.check_publish_policy(now, conn, &topic) {
+            tracing::debug!(
+                conn = conn.0,
+                topic = topic.as_str(),
+                ?reason,
+                "publish refused by the tenant's policy"
+            );
+            self.counters.refused_publishes += 1;
+            return self.refuse_publish(now, conn, p.qos, packet_id, reason, v5);
+        }
 
         if self.store_refusing() && (p.qos != QoS::AtMostOnce || p.retain) {
             // A write failed and none succeeded since: nothing that needs the store is
@@ -167,14 +183,20 @@ impl Broker {
         let qos = p.qos;
         let ops_before = self.pending_ops();
         let msg = Arc::new(Message::from_publish(p, topic, now, Some(key)));
-        let matched = self.route_message(now, msg);
-        let reason = if v5 && matched == 0 {
+        let routed = self.route_message(now, tenant, msg);
+        let reason = if !v5 {
+            ReasonCode::Success
+        } else if routed.retained_over_quota {
+            ReasonCode::QuotaExceeded
+        } else if routed.matched == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
         let packet = match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(id)) => Packet::PubAck(ack(id, reason)),
+            // A failed PUBREC ends the QoS 2 flow: no id to remember.
+            (QoS::ExactlyOnce, Some(id)) if !reason.is_success() => Packet::PubRec(ack(id, reason)),
             (QoS::ExactlyOnce, Some(id)) => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.inbound_qos2.insert(id);
@@ -252,36 +274,30 @@ impl Broker {
         self.send(conn, Packet::PubComp(ack(r.packet_id, reason)));
     }
 
-    /// Stores `msg` if retained, routes it and delivers it to every receiving session;
-    /// returns how many sessions it was routed to.
-    pub(super) fn route_message(&mut self, now: Instant, msg: Arc<Message>) -> usize {
+    /// Stores `msg` if retained, routes it in `tenant` and delivers it to every receiving
+    /// session.
+    pub(super) fn route_message(
+        &mut self,
+        now: Instant,
+        tenant: TenantIdx,
+        msg: Arc<Message>,
+    ) -> Routed {
         self.counters.messages_in.add(msg.qos);
-        if msg.retain {
-            match self.retained.set(msg.clone()) {
-                Err(e) => {
-                    tracing::debug!(topic = msg.topic.as_str(), %e, "retained message not stored");
-                    self.counters.refused_publishes += 1;
-                }
-                Ok(()) if self.is_durable() => {
-                    let op = if msg.payload.is_empty() {
-                        StoreOp::DeleteRetained(msg.topic.clone())
-                    } else {
-                        StoreOp::PutRetained(self.message_record(&msg))
-                    };
-                    self.store(op);
-                }
-                Ok(()) => {}
-            }
-        }
+        self.tenant_mut(tenant).counters.messages_in += 1;
+        let retained_over_quota = msg.retain && !self.retain(tenant, &msg);
         let mut deliveries = std::mem::take(&mut self.deliveries);
         deliveries.clear();
-        let sessions = &self.sessions;
-        self.router.route(
-            &msg.topic,
-            msg.publisher,
-            |k| sessions.get(&k).is_some_and(|s| s.conn.is_some()),
-            &mut deliveries,
-        );
+        let Broker {
+            sessions, tenants, ..
+        } = self;
+        if let Some(t) = tenants.get_mut(tenant.0 as usize) {
+            t.router.route(
+                &msg.topic,
+                msg.publisher,
+                |k| sessions.get(&k).is_some_and(|s| s.conn.is_some()),
+                &mut deliveries,
+            );
+        }
         let matched = deliveries.len();
         if matched == 0 {
             self.counters.dropped_no_subscribers += 1;
@@ -297,8 +313,95 @@ impl Broker {
         }
         // Hand the (empty) vector back so its capacity serves the next fan-out.
         self.deliveries = deliveries;
-        matched
+        Routed {
+            matched,
+            retained_over_quota,
+        }
     }
+
+    /// Stores (or clears) the retained message of `msg`'s topic in `tenant`, within the
+    /// tenant's quotas and the gateway's `max_retained_messages` (which counts every tenant's
+    /// messages). Returns false only when a tenant quota refused it; a full gateway store is
+    /// counted but, as before tenants, not reported to the publisher.
+    fn retain(&mut self, tenant: TenantIdx, msg: &Arc<Message>) -> bool {
+        if !msg.payload.is_empty() {
+            let t = self.tenant(tenant);
+            let old = t.retained.get(&msg.topic).map(|m| m.payload.len() as u64);
+            let over_messages = old.is_none()
+                && t.limits
+                    .max_retained_messages
+                    .is_some_and(|max| t.retained.len() >= max as usize);
+            let over_bytes = t.limits.max_retained_bytes.is_some_and(|max| {
+                t.retained.bytes().saturating_sub(old.unwrap_or(0)) + msg.payload.len() as u64 > max
+            });
+            let gateway_full = old.is_none()
+                && self.tenants.iter().map(|t| t.retained.len()).sum::<usize>()
+                    >= self.config.max_retained_messages;
+            if over_messages || over_bytes {
+                tracing::debug!(topic = msg.topic.as_str(), "retained quota of the tenant");
+                self.counters.refused_publishes += 1;
+                let quota = &mut self.tenant_mut(tenant).counters.quota;
+                if over_messages {
+                    quota.retained_messages += 1;
+                } else {
+                    quota.retained_bytes += 1;
+                }
+                return false;
+            }
+            if gateway_full {
+                tracing::debug!(topic = msg.topic.as_str(), "retained store full");
+                self.counters.refused_publishes += 1;
+                return true;
+            }
+        }
+        if let Err(e) = self.tenant_mut(tenant).retained.set(msg.clone()) {
+            tracing::debug!(topic = msg.topic.as_str(), %e, "retained message not stored");
+            self.counters.refused_publishes += 1;
+            return true;
+        }
+        if self.is_durable() {
+            self.persist_retained(tenant, msg);
+        }
+        true
+    }
+
+    /// Writes (or deletes) a tenant's retained message in the store, under its stored name.
+    fn persist_retained(&mut self, tenant: TenantIdx, msg: &Arc<Message>) {
+        let namespace = (tenant != TenantIdx::DEFAULT).then(|| self.tenant(tenant).id.clone());
+        let topic = match &namespace {
+            None => msg.topic.clone(),
+            Some(ns) => match Utf8::try_from(tenant::stored_topic(Some(ns), &msg.topic)) {
+                Ok(topic) => topic,
+                Err(_) => {
+                    tracing::warn!(
+                        topic = msg.topic.as_str(),
+                        "retained topic too long to store"
+                    );
+                    return;
+                }
+            },
+        };
+        let op = if msg.payload.is_empty() {
+            StoreOp::DeleteRetained(topic)
+        } else if namespace.is_none() {
+            StoreOp::PutRetained(self.message_record(msg))
+        } else {
+            // The shared record keeps the plain topic for the queue entries of this fan-out.
+            let mut record = (*self.message_record(msg)).clone();
+            record.topic = topic;
+            StoreOp::PutRetained(Arc::new(record))
+        };
+        self.store(op);
+    }
+}
+
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Routed {
+    /// Sessions it was routed to.
+    pub(super) matched: usize,
+    /// It was retained, and the tenant's retained quota kept it from being stored.
+    pub(super) retained_over_quota: bool,
 }
 
 fn ack(packet_id: PacketId, reason_code: ReasonCode) -> PubResponse {

@@ -11,6 +11,7 @@
 //! [MQTT-4.4.0-1] by sorting (a rare event) instead of keeping a second ordered index.
 
 use super::ConnId;
+use super::tenant::TenantIdx;
 use super::timers::TimerKey;
 use crate::queue::{MessageQueue, Queued};
 use crate::router::SubscriptionEntry;
@@ -21,8 +22,13 @@ use tidegate_protocol::{PacketId, Will};
 /// One client's session.
 #[derive(Debug)]
 pub(super) struct Session {
-    /// The client identifier (also the key of the broker's by-client-id index).
+    /// The client identifier (also the key of its tenant's by-client-id index).
     pub(super) client_id: Arc<str>,
+    /// The tenant the session belongs to.
+    pub(super) tenant: TenantIdx,
+    /// The name of the session in the store: the client id itself in the default tenant (the
+    /// same `Arc`), `{tenant}\u{1F}{client id}` in others (see the tenant module).
+    pub(super) store_id: Arc<str>,
     /// The connection attached to it, if the client is online.
     pub(super) conn: Option<ConnId>,
     /// Filter (as subscribed, `$share/...` included) → options, mirrored in the router.
@@ -59,13 +65,15 @@ pub(super) struct PendingWill {
 impl Session {
     /// A fresh session with nothing in it.
     pub(super) fn new(
-        client_id: Arc<str>,
+        (tenant, client_id, store_id): (TenantIdx, Arc<str>, Arc<str>),
         expiry: u32,
         queue: MessageQueue,
         durable: bool,
     ) -> Session {
         Session {
             client_id,
+            tenant,
+            store_id,
             conn: None,
             subscriptions: HashMap::new(),
             inflight: Inflight::default(),

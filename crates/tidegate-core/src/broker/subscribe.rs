@@ -6,7 +6,10 @@
 //! retained replay through deliver`. Each filter is judged on its own (a SUBSCRIBE with several
 //! filters behaves as several SUBSCRIBEs), in this order: length, syntax and level limits (0x8F),
 //! shared subscriptions available (0x9E), wildcards available (0xA2), subscription identifiers
-//! available (0xA1), `max_subscriptions` (0x97). MQTT 3.1.1 reports every failure as 0x80.
+//! available (0xA1), the tenant's ACL (0x87), `max_subscriptions` and the tenant's
+//! `max_subscriptions_per_client` (0x97). MQTT 3.1.1 reports every failure as 0x80. The
+//! subscription lives in the router of the session's tenant, and replays come from the
+//! tenant's retained messages.
 //!
 //! Retained messages are replayed with RETAIN = 1 [MQTT-3.3.1-9] per Retain Handling (0: always,
 //! 1: only for a new subscription, 2: never), never for shared subscriptions, in topic order.
@@ -71,7 +74,16 @@ impl Broker {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut replays: Vec<(String, SubscriptionEntry)> = Vec::new();
         for f in &s.filters {
-            let code = match self.check_filter(&f.filter, identifier.is_some()) {
+            let checked = self
+                .check_filter(&f.filter, identifier.is_some())
+                .and_then(|shared| {
+                    if self.subscribe_allowed(conn, &f.filter) {
+                        Ok(shared)
+                    } else {
+                        Err(ReasonCode::NotAuthorized)
+                    }
+                });
+            let code = match checked {
                 Err(code) => code,
                 Ok(shared) => {
                     let granted = f.options.qos.min(self.config.max_qos);
@@ -141,10 +153,7 @@ impl Broker {
         let mut codes = Vec::with_capacity(if v5 { u.filters.len() } else { 0 });
         for filter in &u.filters {
             let code = if filter_syntax_ok(filter) {
-                let removed = self.router.unsubscribe(key, filter);
-                if let Some(s) = self.sessions.get_mut(&key) {
-                    s.subscriptions.remove(filter.as_str());
-                }
+                let removed = self.unsubscribe_session(key, filter);
                 if removed && let Some(client_id) = self.durable_client(key) {
                     self.store(StoreOp::DeleteSubscription {
                         client_id,
@@ -205,15 +214,29 @@ impl Broker {
         filter: &str,
         entry: SubscriptionEntry,
     ) -> Result<bool, ReasonCode> {
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Broker {
+            sessions,
+            tenants,
+            config,
+            ..
+        } = self;
+        let Some(s) = sessions.get_mut(&key) else {
             return Err(ReasonCode::UnspecifiedError);
         };
-        if !s.subscriptions.contains_key(filter)
-            && s.subscriptions.len() >= self.config.max_subscriptions
-        {
+        let Some(t) = tenants.get_mut(s.tenant.0 as usize) else {
+            return Err(ReasonCode::UnspecifiedError);
+        };
+        let max = t
+            .limits
+            .max_subscriptions_per_client
+            .map_or(config.max_subscriptions, |m| {
+                config.max_subscriptions.min(m as usize)
+            });
+        if !s.subscriptions.contains_key(filter) && s.subscriptions.len() >= max {
+            t.counters.quota.subscriptions += 1;
             return Err(ReasonCode::QuotaExceeded);
         }
-        let existed = self
+        let existed = t
             .router
             .subscribe(key, filter, entry)
             .map_err(|_| ReasonCode::TopicFilterInvalid)?;
@@ -228,6 +251,17 @@ impl Broker {
         Ok(existed)
     }
 
+    /// Removes `key`'s subscription to `filter` from its session and its tenant's router;
+    /// returns whether the router had it.
+    pub(super) fn unsubscribe_session(&mut self, key: SessionKey, filter: &str) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        s.subscriptions.remove(filter);
+        let tenant = s.tenant;
+        self.tenant_mut(tenant).router.unsubscribe(key, filter)
+    }
+
     /// Sends the retained messages matching a new (non-shared) subscription.
     fn replay_retained(
         &mut self,
@@ -237,7 +271,12 @@ impl Broker {
         entry: SubscriptionEntry,
     ) {
         let mut found = Vec::new();
-        self.retained.matching(filter, now, &mut found);
+        let Some(tenant) = self.sessions.get(&key).map(|s| s.tenant) else {
+            return;
+        };
+        self.tenant_mut(tenant)
+            .retained
+            .matching(filter, now, &mut found);
         found.sort_by(|a, b| a.topic.cmp(&b.topic));
         for message in found {
             if entry.options.no_local && message.publisher == Some(key) {
@@ -556,17 +595,24 @@ mod tests {
                 received: None,
             })
         };
-        h.b.retained.set(sys("r", true)).unwrap();
+        h.b.tenants[0].retained.set(sys("r", true)).unwrap();
         let sub = h.join(v5("sub"));
         h.subscribe(sub, "#", QoS::AtMostOnce);
         h.subscribe(sub, "+/broker/#", QoS::AtMostOnce);
         assert_eq!(h.publishes(sub), vec![]);
         let now = h.now;
-        assert_eq!(h.b.route_message(now, sys("live", false)), 0);
+        let default = super::super::tenant::TenantIdx::DEFAULT;
+        assert_eq!(
+            h.b.route_message(now, default, sys("live", false)).matched,
+            0
+        );
         assert_eq!(h.publishes(sub), vec![]);
         h.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
         assert_eq!(payloads(&h.publishes(sub)), vec![b"r"]);
-        assert_eq!(h.b.route_message(now, sys("live", false)), 1);
+        assert_eq!(
+            h.b.route_message(now, default, sys("live", false)).matched,
+            1
+        );
         assert_eq!(payloads(&h.publishes(sub)), vec![b"live"]);
     }
 

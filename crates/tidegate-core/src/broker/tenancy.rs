@@ -5,12 +5,41 @@
 //! authenticate) -> EngineEvent -> Broker::handle_connect(conn, connect, Authorized)`. A CONNECT
 //! fed through [`Broker::handle_packet`] instead is treated as authorized in the default tenant
 //! with every topic allowed (embedded use and the core's own tests).
+//!
+//! Enforcement, and the reason codes (documented choices where the specification leaves room):
+//! - **ACL** ([`Authorized::acl`], with `%u` = [`Authorized::username`], `%c` = the client id,
+//!   the assigned one when the client sent none): a will to a denied topic refuses the CONNECT
+//!   (CONNACK 0x87; 3.1.1 return code 5), as EMQX and Mosquitto do; a denied SUBSCRIBE filter
+//!   gets 0x87 (3.1.1: 0x80); a denied PUBLISH is not routed and gets PUBACK/PUBREC 0x87 in v5,
+//!   a plain acknowledgement in 3.1.1 (Mosquitto's behaviour: 3.1.1 cannot say no), and QoS 0
+//!   is dropped. Wills published later and API publications are not re-checked: the will was
+//!   checked at CONNECT, and the API has its own tokens.
+//! - **Quotas** ([`TenantLimits`], the latest CONNECT's or [`Broker::set_tenant_limits`]'s):
+//!   connections and sessions per tenant → CONNACK 0x97 (3.1.1: 3, Server unavailable);
+//!   subscriptions per client → SUBACK 0x97 (3.1.1: 0x80); queued messages per session → the
+//!   tenant's limit replaces the gateway's `max_queued_messages` for sessions created after it
+//!   is set; retained messages and bytes per tenant → a retained PUBLISH over the quota is
+//!   still routed to current subscribers but not stored, and a v5 QoS 1/2 publisher gets
+//!   PUBACK/PUBREC 0x97 (3.1.1: a plain acknowledgement); inbound messages per second per client
+//!   and per tenant (token buckets holding one second's worth) → a QoS 1/2 PUBLISH over the
+//!   rate is not routed and gets 0x96 in v5, and in 3.1.1 (plain acknowledgement) and at QoS 0
+//!   it is dropped. Maximum packet size: announced in the v5 CONNACK (the smaller of the
+//!   tenant's and the gateway's); the shell's decoder enforces it. Every refusal is counted in
+//!   [`TenantCounters`](super::TenantCounters) ([`Broker::tenant_stats`]).
+//! - **Credential expiry** ([`Authorized::expires_at`]): a timer per connection; when it
+//!   passes, DISCONNECT 0xA0 (Maximum connect time) in v5, the socket is closed and the will
+//!   published, as for any server-side close.
 
+use super::conn::Phase;
+use super::lifecycle::WillFate;
+use super::stats::DisconnectSide;
+use super::tenant::TenantIdx;
+use super::timers::TimerKey;
 use super::{Broker, ConnId};
 use std::sync::Arc;
 use std::time::Instant;
-use tidegate_auth::{Acl, DEFAULT_TENANT_ID};
-use tidegate_protocol::Connect;
+use tidegate_auth::{Acl, DEFAULT_TENANT_ID, Subject};
+use tidegate_protocol::{Connect, Disconnect, Packet, ReasonCode};
 
 /// Per-tenant limits the broker enforces (from the tenant's `[tenants.quotas]`); `None` is
 /// unlimited (the gateway-wide `[limits]` still apply).
@@ -65,9 +94,22 @@ impl Authorized {
     }
 }
 
+/// The part of [`Authorized`] the CONNECT handler needs; the default is the default tenant with
+/// nothing restricted (a CONNECT through [`Broker::handle_packet`]).
+#[derive(Debug, Default)]
+pub(super) struct ConnAuth {
+    pub(super) tenant: TenantIdx,
+    pub(super) username: Option<Arc<str>>,
+    /// `None`: every topic allowed (no check per packet).
+    pub(super) acl: Option<Arc<Acl>>,
+    pub(super) expires_at: Option<Instant>,
+}
+
 impl Broker {
-    /// A CONNECT that authentication accepted: the session lives in `auth.tenant`, and the
-    /// connection's publications and subscriptions are checked against `auth.acl`.
+    /// A CONNECT that authentication accepted: the session lives in `auth.tenant` (created on
+    /// first use), the tenant's limits become `auth.limits` (a changed tenant takes effect for
+    /// new connections at once), and the connection's publications and subscriptions are
+    /// checked against `auth.acl`. See the module docs for every refusal and its reason code.
     pub fn handle_connect(
         &mut self,
         now: Instant,
@@ -75,11 +117,125 @@ impl Broker {
         connect: Connect,
         auth: Authorized,
     ) {
-        let _ = auth;
-        self.handle_packet(
-            now,
-            conn,
-            tidegate_protocol::Packet::Connect(Box::new(connect)),
-        );
+        if !matches!(
+            self.conns.get(&conn).map(|c| &c.phase),
+            Some(Phase::Connecting { .. })
+        ) {
+            // Not open, or already connected: the same path as a CONNECT packet (ignored, or
+            // a protocol violation).
+            return self.handle_packet(now, conn, Packet::Connect(Box::new(connect)));
+        }
+        let tenant = self.tenant_idx(&auth.tenant);
+        self.tenant_mut(tenant).set_limits(auth.limits, now);
+        // An allow-all ACL needs no check per packet.
+        let acl = (*auth.acl != Acl::allow_all()).then_some(auth.acl);
+        let auth = ConnAuth {
+            tenant,
+            username: auth.username,
+            acl,
+            expires_at: auth.expires_at,
+        };
+        self.on_connect(now, conn, connect, auth);
+    }
+
+    /// Replaces the limits of `tenant` (created if unknown) while it runs: connection, session,
+    /// subscription, retained and tenant-rate quotas apply from the next packet, per-client
+    /// rates and queue limits to connections and sessions made afterwards.
+    pub fn set_tenant_limits(&mut self, now: Instant, tenant: &str, limits: Arc<TenantLimits>) {
+        let idx = self.tenant_idx(tenant);
+        self.tenant_mut(idx).set_limits(limits, now);
+    }
+
+    /// The ACL and rate checks of a PUBLISH from `conn` to `topic`: `Err` with the reason to
+    /// refuse it with (0x87 denied, 0x96 over a rate), counted per tenant.
+    pub(super) fn check_publish_policy(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        topic: &str,
+    ) -> Result<(), ReasonCode> {
+        let Broker {
+            conns,
+            sessions,
+            tenants,
+            ..
+        } = self;
+        let Some(Phase::Connected(c)) = conns.get_mut(&conn).map(|c| &mut c.phase) else {
+            return Ok(());
+        };
+        let Some(tenant) = tenants.get_mut(c.tenant.0 as usize) else {
+            return Ok(());
+        };
+        if let Some(policy) = c.policy.as_deref_mut() {
+            if let Some(acl) = &policy.acl {
+                let who = Subject {
+                    username: policy.username.as_deref(),
+                    client_id: sessions.get(&c.session).map_or("", |s| &s.client_id),
+                };
+                if !acl.check_publish(&who, topic).is_allowed() {
+                    tenant.counters.denied_publish += 1;
+                    return Err(ReasonCode::NotAuthorized);
+                }
+            }
+            if let Some(rate) = &mut policy.rate
+                && rate.try_take(now, 1).is_err()
+            {
+                tenant.counters.quota.client_rate += 1;
+                return Err(ReasonCode::MessageRateTooHigh);
+            }
+        }
+        if let Some(rate) = &mut tenant.rate
+            && rate.try_take(now, 1).is_err()
+        {
+            tenant.counters.quota.tenant_rate += 1;
+            return Err(ReasonCode::MessageRateTooHigh);
+        }
+        Ok(())
+    }
+
+    /// The ACL check of one SUBSCRIBE filter from `conn`, counted per tenant when denied.
+    pub(super) fn subscribe_allowed(&mut self, conn: ConnId, filter: &str) -> bool {
+        let Some(c) = self.connected(conn) else {
+            return false;
+        };
+        let Some(policy) = c.policy.as_deref() else {
+            return true;
+        };
+        let Some(acl) = &policy.acl else {
+            return true;
+        };
+        let who = Subject {
+            username: policy.username.as_deref(),
+            client_id: self.sessions.get(&c.session).map_or("", |s| &s.client_id),
+        };
+        if acl.check_subscribe(&who, filter).is_allowed() {
+            return true;
+        }
+        let tenant = c.tenant;
+        self.tenant_mut(tenant).counters.denied_subscribe += 1;
+        false
+    }
+
+    /// The credentials of `conn` expired: DISCONNECT 0xA0 (v5) and close; the will is
+    /// published as for any server-side close.
+    pub(super) fn on_credentials_expired(&mut self, now: Instant, conn: ConnId, key: TimerKey) {
+        let Some(c) = self.connected(conn) else {
+            return;
+        };
+        let armed = c.policy.as_ref().and_then(|p| p.expiry_timer);
+        if armed != Some(key) {
+            return;
+        }
+        let (tenant, v5) = (c.tenant, c.version.is_v5());
+        tracing::debug!(conn = conn.0, "credentials expired");
+        self.tenant_mut(tenant).counters.credentials_expired += 1;
+        self.count_disconnect(DisconnectSide::Server, ReasonCode::MaximumConnectTime);
+        if v5 {
+            self.send(
+                conn,
+                Packet::Disconnect(Disconnect::with_reason(ReasonCode::MaximumConnectTime)),
+            );
+        }
+        self.end_connection(now, conn, WillFate::Publish, true);
     }
 }

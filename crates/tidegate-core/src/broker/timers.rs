@@ -24,6 +24,8 @@ pub(super) enum TimerEvent {
     WillDelay(SessionKey),
     /// The disconnected session expires.
     SessionExpiry(SessionKey),
+    /// The connection's credentials (a JWT's `exp`) expire: DISCONNECT 0xA0.
+    CredentialsExpired(ConnId),
 }
 
 /// Identifies an armed entry, for cancelling it. The sequence number makes keys unique when two

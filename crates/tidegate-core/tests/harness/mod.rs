@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 use tidegate_core::store::{MemoryStore, Store};
-use tidegate_core::{Broker, BrokerConfig, ConnId, ConnInfo, Output};
+use tidegate_core::{Authorized, Broker, BrokerConfig, ConnId, ConnInfo, Output};
 use tidegate_protocol::{
     ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, DisconnectProperties, PacketId,
     ProtocolVersion, PubResponse, Publish, PublishProperties, QoS, ReasonCode, Subscribe,
@@ -141,6 +141,16 @@ struct Conn {
     /// Packet ids of QoS 1/2 PUBLISH sent to the peer and not yet acknowledged (PUBACK,
     /// PUBCOMP, or PUBREC with a failure code), on this connection.
     unacked: BTreeSet<u16>,
+}
+
+impl Conn {
+    /// Records what the peer announced in its CONNECT, for the checks on what it receives.
+    fn note_connect(&mut self, connect: &Connect) {
+        self.version = Some(connect.protocol);
+        self.receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        self.topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
+        self.maximum_packet_size = connect.properties.maximum_packet_size;
+    }
 }
 
 /// The broker, the clock and the connections, shared by the [`Sim`] and its [`Client`]s.
@@ -272,12 +282,7 @@ impl World {
         let c = self.conn(id);
         assert!(!c.closed, "test bug: sending {packet:?} on closed {id:?}");
         match &packet {
-            Packet::Connect(connect) => {
-                c.version = Some(connect.protocol);
-                c.receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
-                c.topic_alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
-                c.maximum_packet_size = connect.properties.maximum_packet_size;
-            }
+            Packet::Connect(connect) => c.note_connect(connect),
             Packet::PubAck(r) | Packet::PubComp(r) => {
                 c.unacked.remove(&r.packet_id.get());
             }
@@ -490,6 +495,34 @@ impl Sim {
             c.connack = Some(ack);
         }
         c
+    }
+
+    /// Opens a socket and hands `connect` to the broker as authentication accepted it, with
+    /// `auth` (tenant, username, ACL, limits, expiry), as the server does; takes the CONNACK,
+    /// if one came, into [`Client::connack`].
+    pub(crate) fn connect_as(&self, connect: Connect, auth: Authorized) -> Client {
+        let mut c = self.open();
+        {
+            let mut w = self.world.borrow_mut();
+            let now = w.now;
+            w.conn(c.conn).note_connect(&connect);
+            w.broker.handle_connect(now, c.conn, connect, auth);
+            w.pump();
+        }
+        if let Some(Packet::ConnAck(ack)) = c.next() {
+            c.connack = Some(ack);
+        }
+        c
+    }
+
+    /// Runs `f` on the broker at the current simulated time (admin calls, readings), then
+    /// delivers whatever it sent.
+    pub(crate) fn with_broker<R>(&self, f: impl FnOnce(&mut Broker, Instant) -> R) -> R {
+        let mut w = self.world.borrow_mut();
+        let now = w.now;
+        let r = f(&mut w.broker, now);
+        w.pump();
+        r
     }
 
     /// An MQTT 5 client `client_id`; `customize` edits the CONNECT before it is sent.
