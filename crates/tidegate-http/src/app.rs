@@ -2,14 +2,14 @@
 //! registration, JSON 404/405 answers and the body limit.
 //!
 //! Place in the data flow: `socket (tidegate-server) -> body limit -> Router (this module) ->
-//! handler modules (publish, retained, admin, ops, stream) -> Gateway`. [`api`] is the single
+//! handler modules (publish, retained, admin, tenants, ops, stream) -> Gateway`. [`api`] is the single
 //! list of routes: [`router`] serves it and [`crate::openapi::document`] describes it, so the
 //! two cannot drift apart.
 
 use crate::error::ApiError;
 use crate::limit::body_limit;
 use crate::state::AppState;
-use crate::{admin, ops, publish, retained};
+use crate::{admin, ops, publish, retained, tenants};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
@@ -30,6 +30,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::retained))
         .routes(routes!(admin::delete_retained))
         .routes(routes!(admin::stats))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::show, tenants::replace, tenants::delete))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -133,6 +135,7 @@ mod tests {
     fn concrete(path: &str) -> String {
         path.replace("{client_id}", "some-client")
             .replace("{topic}", "some/topic")
+            .replace("{tenant_id}", "some-tenant")
     }
 
     /// Whether the router serves `method` on `uri` at all: neither 404 nor 405.

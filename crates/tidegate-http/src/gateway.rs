@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
+use tidegate_auth::TenantConfig;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
@@ -301,6 +302,57 @@ pub struct Tap {
     pub messages: mpsc::Receiver<TapMessage>,
 }
 
+/// Where the tenant in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantSource {
+    /// Declared in the configuration file and not changed through the admin API since.
+    Config,
+    /// Created or replaced through the admin API (kept in the store; it overrides a tenant of
+    /// the same id in the configuration file after a restart).
+    Api,
+}
+
+/// One tenant in force, as the gateway holds it (secrets included: the HTTP face redacts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantView {
+    /// Its configuration.
+    pub config: TenantConfig,
+    /// Where it comes from.
+    pub source: TenantSource,
+    /// Clients of the tenant connected now, when the engine counts them per tenant.
+    pub connections: Option<usize>,
+}
+
+/// What `DELETE /v1/admin/tenants/{id}` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantDeleted {
+    /// Connected clients of the tenant that were disconnected (MQTT 5 ones with DISCONNECT
+    /// 0x87, Not authorized).
+    pub disconnected: usize,
+    /// Sessions of the tenant (online or not) dropped with their queues; its retained
+    /// messages went too.
+    pub sessions_dropped: usize,
+}
+
+/// Why a tenant change was not made.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TenantError {
+    /// `create`: a tenant with this id exists.
+    #[error("a tenant {0:?} exists")]
+    Exists(String),
+    /// `replace` / `delete`: no tenant with this id.
+    #[error("no tenant {0:?}")]
+    NotFound(String),
+    /// The configuration is invalid (the message names the key), or clashes with another
+    /// tenant (an SNI host name routed elsewhere).
+    #[error("{0}")]
+    Invalid(String),
+    /// The gateway could not carry the change out (nothing was changed).
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
 /// What the HTTP face asks of the gateway. Implemented by `tidegate-server` over its engine.
 pub trait Gateway: Send + Sync + 'static {
     /// Publishes each message, in order, as an MQTT publisher would. For QoS 1 and 2 the
@@ -357,6 +409,24 @@ pub trait Gateway: Send + Sync + 'static {
 
     /// Opens the tap the stream hub subscribes through (called once per hub).
     fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>>;
+
+    /// Every tenant in force, in id order.
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>>;
+
+    /// The tenant `id`, if it is in force.
+    fn tenant(&self, id: String) -> BoxFuture<'_, Result<Option<TenantView>, GatewayError>>;
+
+    /// Adds a tenant (refused when its id exists). Once the future resolves the change is
+    /// durable and new connections see it.
+    fn create_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>>;
+
+    /// Replaces the tenant of `config.id` (refused when there is none). Connected clients keep
+    /// what they authenticated with; new connections get the new configuration at once.
+    fn replace_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>>;
+
+    /// Removes the tenant `id`: new connections to it are refused at once, its clients are
+    /// disconnected and its sessions and retained messages dropped.
+    fn delete_tenant(&self, id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>>;
 }
 
 /// Serde helper: `Option<Bytes>` as an optional base64 string.

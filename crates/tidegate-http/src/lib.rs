@@ -6,7 +6,8 @@
 //! - `POST /v1/publish`, `POST /v1/publish/batch`: messages enter the same engine as MQTT ones.
 //! - `GET /v1/subscribe` (Server-Sent Events) and `GET /v1/poll` (long-poll): messages of a set
 //!   of filters, resumable from a position through a bounded per-filter history.
-//! - `GET /v1/retained`; `/v1/admin/...`: clients, sessions, subscriptions, retained, stats.
+//! - `GET /v1/retained`; `/v1/admin/...`: clients, sessions, subscriptions, retained, stats,
+//!   and the tenants (`/v1/admin/tenants`: list, create, show, replace, delete).
 //! - `GET /metrics` (Prometheus), `GET /healthz`, `GET /readyz`, `GET /v1/openapi.json`.
 //!
 //! Place in the data flow: `socket (served by tidegate-server) -> axum Router (this crate) ->
@@ -28,6 +29,7 @@ mod publish;
 mod retained;
 mod state;
 mod stream;
+mod tenants;
 #[cfg(test)]
 mod testing;
 
@@ -35,6 +37,7 @@ pub use config::HttpConfig;
 pub use gateway::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
     MessageProperties, Page, PublishOutcome, PublishRequest, RetainedMessage, SessionInfo,
-    SessionQuery, SubscriptionInfo, Tap, TapCommand, TapMessage,
+    SessionQuery, SubscriptionInfo, Tap, TapCommand, TapMessage, TenantDeleted, TenantError,
+    TenantSource, TenantView,
 };
 pub use state::Http;

@@ -33,6 +33,7 @@ pub(crate) const ADMIN_SCHEME: &str = "admin_token";
         (name = "subscribe", description = "Receiving messages over HTTP"),
         (name = "retained", description = "Reading retained messages"),
         (name = "admin", description = "Administration (admin tokens)"),
+        (name = "tenants", description = "Tenants managed live (admin tokens)"),
         (name = "ops", description = "Health, readiness, metrics and this document"),
     )
 )]
@@ -105,7 +106,7 @@ fn error(description: &str) -> RefOr<Response> {
 }
 
 /// Error responses keyed by status.
-fn errors(list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
+pub(crate) fn errors(list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
     list.iter()
         .map(|(status, description)| (status.to_string(), error(description)))
         .collect()

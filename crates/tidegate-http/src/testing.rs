@@ -9,7 +9,7 @@ use crate::config::HttpConfig;
 use crate::gateway::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome, Page,
     PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery, SubscriptionInfo,
-    Tap, TapCommand, TapMessage,
+    Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantSource, TenantView,
 };
 use crate::state::Http;
 use axum::Router;
@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tidegate_auth::TenantConfig;
 use tidegate_protocol::topic::matches;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,9 @@ pub(crate) enum Call {
     },
     Stats,
     Metrics,
+    CreateTenant(String),
+    ReplaceTenant(String),
+    DeleteTenant(String),
 }
 
 /// The engine as these tests see it: state in `Vec`s, every call recorded.
@@ -71,6 +75,8 @@ pub(crate) struct FakeGateway {
     pub(crate) fail: Mutex<Option<GatewayError>>,
     /// Calls made, in order.
     pub(crate) calls: Mutex<Vec<Call>>,
+    /// Tenants in force (changed by the tenant calls).
+    pub(crate) tenants: Mutex<Vec<TenantView>>,
     /// Open taps, held so the hub's channels stay open.
     pub(crate) taps: Mutex<Vec<(mpsc::Sender<TapMessage>, mpsc::Receiver<TapCommand>)>>,
 }
@@ -88,6 +94,41 @@ impl FakeGateway {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// `config` put in place of the tenant of its id, as the server would: refused when it
+    /// routes an SNI host name another tenant has.
+    fn put_tenant(&self, config: TenantConfig) -> Result<(), TenantError> {
+        let mut tenants = self.tenants.lock().unwrap();
+        let clash = tenants.iter().find(|t| {
+            t.config.id != config.id
+                && t.config
+                    .sni_hosts
+                    .iter()
+                    .any(|h| config.sni_hosts.contains(h))
+        });
+        if let Some(other) = clash {
+            return Err(TenantError::Invalid(format!(
+                "sni_hosts: already routed to tenant {:?}",
+                other.config.id
+            )));
+        }
+        tenants.retain(|t| t.config.id != config.id);
+        tenants.push(TenantView {
+            config,
+            source: TenantSource::Api,
+            connections: Some(0),
+        });
+        Ok(())
+    }
+
+    /// Whether the tenant `id` exists.
+    fn has_tenant(&self, id: &str) -> bool {
+        self.tenants
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.config.id == id)
     }
 
     /// Subscriptions (one per session) whose filter matches `topic`.
@@ -275,6 +316,58 @@ impl Gateway for FakeGateway {
             let (commands, command_rx) = mpsc::channel(16);
             self.taps.lock().unwrap().push((message_tx, command_rx));
             Ok(Tap { commands, messages })
+        })
+    }
+
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {
+        Box::pin(async move { Ok(self.tenants.lock().unwrap().clone()) })
+    }
+
+    fn tenant(&self, id: String) -> BoxFuture<'_, Result<Option<TenantView>, GatewayError>> {
+        Box::pin(async move {
+            Ok(self
+                .tenants
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|t| t.config.id == id)
+                .cloned())
+        })
+    }
+
+    fn create_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(async move {
+            self.record(Call::CreateTenant(config.id.clone()))?;
+            if self.has_tenant(&config.id) {
+                return Err(TenantError::Exists(config.id));
+            }
+            self.put_tenant(config)
+        })
+    }
+
+    fn replace_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(async move {
+            self.record(Call::ReplaceTenant(config.id.clone()))?;
+            if !self.has_tenant(&config.id) {
+                return Err(TenantError::NotFound(config.id));
+            }
+            self.put_tenant(config)
+        })
+    }
+
+    fn delete_tenant(&self, id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>> {
+        Box::pin(async move {
+            self.record(Call::DeleteTenant(id.clone()))?;
+            let mut tenants = self.tenants.lock().unwrap();
+            let before = tenants.len();
+            tenants.retain(|t| t.config.id != id);
+            if tenants.len() == before {
+                return Err(TenantError::NotFound(id));
+            }
+            Ok(TenantDeleted {
+                disconnected: 0,
+                sessions_dropped: 0,
+            })
         })
     }
 }

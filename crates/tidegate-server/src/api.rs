@@ -3,7 +3,9 @@
 //! [`ApiState`] answers them inside the engine task.
 //!
 //! Place in the data flow: `HTTP handler -> GatewayHandle --EngineEvent::Api--> engine task
-//! -> Broker (admin views, publish_api, kick) -> oneshot reply`. Requests travel the same
+//! -> Broker (admin views, publish_api, kick) -> oneshot reply`. Tenant changes go to
+//! [`TenantAdmin`] (store and registry) first; deleting one then asks the engine to disconnect
+//! the tenant's clients and drop its sessions. Requests travel the same
 //! channel as MQTT packets, so an HTTP publication is ordered with MQTT ones exactly as if it
 //! came from one more connection, and the engine stays the only owner of the broker.
 //!
@@ -17,6 +19,7 @@ use crate::engine::EngineEvent;
 use crate::metrics::Snapshot;
 use crate::outbox::Outbox;
 use crate::stats::Stats;
+use crate::tenant_admin::TenantAdmin;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +28,7 @@ use tidegate_core::{ApiPublish, Broker, ClientView, ConnId, Message};
 use tidegate_http::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
     MessageProperties, Page, PublishOutcome, PublishRequest, RetainedMessage, SessionInfo,
-    SessionQuery, SubscriptionInfo, Tap,
+    SessionQuery, SubscriptionInfo, Tap, TenantDeleted, TenantError, TenantView,
 };
 use tidegate_protocol::{ProtocolVersion, PublishProperties, QoS, ReasonCode, Utf8};
 use tokio::sync::{mpsc, oneshot};
@@ -88,6 +91,15 @@ pub(crate) enum ApiRequest {
     },
     /// Everything the metrics and stats need from the broker.
     Snapshot { reply: oneshot::Sender<Snapshot> },
+    /// Connections per tenant id.
+    TenantConnections {
+        reply: oneshot::Sender<HashMap<String, usize>>,
+    },
+    /// Disconnect every client of a deleted tenant (0x87) and drop its sessions.
+    DropTenant {
+        tenant: String,
+        reply: oneshot::Sender<TenantDeleted>,
+    },
 }
 
 /// One publish request waiting for the store.
@@ -177,6 +189,23 @@ impl ApiState {
             }
             ApiRequest::Snapshot { reply } => {
                 let _ = reply.send(Snapshot::of(broker));
+            }
+            ApiRequest::TenantConnections { reply } => {
+                let counts = broker
+                    .tenant_stats()
+                    .into_iter()
+                    .map(|(id, c)| (id.to_string(), c.connections))
+                    .collect();
+                let _ = reply.send(counts);
+            }
+            ApiRequest::DropTenant { tenant, reply } => {
+                let disconnected =
+                    broker.disconnect_tenant(now, &tenant, ReasonCode::NotAuthorized);
+                let sessions_dropped = broker.drop_tenant_sessions(now, &tenant);
+                let _ = reply.send(TenantDeleted {
+                    disconnected,
+                    sessions_dropped,
+                });
             }
         }
     }
@@ -503,6 +532,8 @@ pub(crate) struct GatewayHandle {
     next_tap: Arc<AtomicU64>,
     /// Our Receive Maximum for a tap (how many QoS 1/2 deliveries it may have unacknowledged).
     tap_window: u16,
+    /// The live tenants and their store.
+    tenants: Arc<TenantAdmin>,
 }
 
 impl GatewayHandle {
@@ -512,6 +543,7 @@ impl GatewayHandle {
         stats: Arc<Stats>,
         ready: Arc<AtomicBool>,
         max_outbound_queue: usize,
+        tenants: Arc<TenantAdmin>,
     ) -> GatewayHandle {
         GatewayHandle {
             events,
@@ -522,7 +554,23 @@ impl GatewayHandle {
             // Half the outbound queue, so a tap's deliveries plus the engine's other packets to
             // it never fill its outbox (which would close it as a slow consumer).
             tap_window: u16::try_from((max_outbound_queue / 2).clamp(1, 1000)).unwrap_or(1000),
+            tenants,
         }
+    }
+
+    /// `views` with the engine's live connection counts filled in.
+    async fn with_connections(
+        &self,
+        mut views: Vec<TenantView>,
+    ) -> Result<Vec<TenantView>, GatewayError> {
+        let counts = self
+            .ask(|reply| ApiRequest::TenantConnections { reply })
+            .await?;
+        for view in &mut views {
+            // A tenant the broker has not seen yet has no connection.
+            view.connections = Some(counts.get(&view.config.id).copied().unwrap_or(0));
+        }
+        Ok(views)
     }
 
     /// Sends `request` built around a fresh reply channel and waits for the answer.
@@ -653,6 +701,44 @@ impl Gateway for GatewayHandle {
                 self.tap_window,
             )
             .await
+        })
+    }
+
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {
+        Box::pin(async move { self.with_connections(self.tenants.list().await).await })
+    }
+
+    fn tenant(&self, id: String) -> BoxFuture<'_, Result<Option<TenantView>, GatewayError>> {
+        Box::pin(async move {
+            let Some(view) = self.tenants.get(&id).await else {
+                return Ok(None);
+            };
+            Ok(self.with_connections(vec![view]).await?.pop())
+        })
+    }
+
+    fn create_tenant(
+        &self,
+        config: tidegate_auth::TenantConfig,
+    ) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(self.tenants.put(config, false))
+    }
+
+    fn replace_tenant(
+        &self,
+        config: tidegate_auth::TenantConfig,
+    ) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(self.tenants.put(config, true))
+    }
+
+    fn delete_tenant(&self, id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>> {
+        Box::pin(async move {
+            // Out of the registry (and the store) first, so none of its clients can come back
+            // between the disconnection and the end of the change.
+            self.tenants.delete(&id).await?;
+            Ok(self
+                .ask(|reply| ApiRequest::DropTenant { tenant: id, reply })
+                .await?)
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: `tidegate serve [--config FILE] [--listen URL]... [--data-dir DIR]`,
-//! `tidegate passwd [--password-stdin]` and `tidegate --version`.
+//! `tidegate passwd [--password-stdin]`, `tidegate tenant create|list|show|update|delete`
+//! (see [`crate::tenant_cli`]) and `tidegate --version`.
 //!
 //! Place in the data flow: the first step of start-up. The configuration is layered as the
 //! style notes ask: the file (named by `--config` or the `TIDEGATE_CONFIG` environment
@@ -30,6 +31,8 @@ pub enum Command {
     /// Read a password from standard input and print its argon2id hash, the `password_hash`
     /// of a `[[tenants.users]]` entry.
     Passwd(PasswdArgs),
+    /// Manage the tenants of a running gateway through its admin API; prints JSON.
+    Tenant(crate::tenant_cli::TenantArgs),
 }
 
 /// Arguments of `tidegate passwd`.

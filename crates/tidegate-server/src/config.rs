@@ -11,8 +11,11 @@
 //! cannot express (ranges, listener kinds this build can run, a bind address with a port).
 //! The key names here are a user contract: new keys may appear, existing ones keep working.
 
+mod auth;
 mod listener;
 mod storage;
+
+pub use auth::AuthConfig;
 
 pub use listener::{
     ClientAuth, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_WS_PATH, IdentityFrom, IdentityUse,
@@ -61,6 +64,11 @@ pub struct Config {
     pub log: LogConfig,
     /// The HTTP API: tokens, body and rate limits, SSE history (`[http]`).
     pub http: tidegate_http::HttpConfig,
+    /// Tenants (`[[tenants]]`), each with its authentication methods, ACL and quotas. None:
+    /// every client is in the implicit `default` tenant, which allows anonymous clients.
+    pub tenants: Vec<tidegate_auth::TenantConfig>,
+    /// Gateway-wide authentication settings: the brute-force limiter, the hook cache.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -78,6 +86,8 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             http: tidegate_http::HttpConfig::default(),
+            tenants: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -146,6 +156,29 @@ impl Config {
         self.shutdown.validate()?;
         self.log.validate()?;
         self.http.validate().map_err(ConfigError::Http)?;
+        self.auth.validate()?;
+        tidegate_auth::validate_tenants(&self.tenants)?;
+        self.check_listener_tenants()
+    }
+
+    /// Every listener's `tenant` names a declared tenant (`default` when none is declared).
+    fn check_listener_tenants(&self) -> Result<(), ConfigError> {
+        for listener in &self.listeners {
+            let Some(tenant) = &listener.tenant else {
+                continue;
+            };
+            let known = if self.tenants.is_empty() {
+                tenant == tidegate_auth::DEFAULT_TENANT_ID
+            } else {
+                self.tenants.iter().any(|t| &t.id == tenant)
+            };
+            if !known {
+                return Err(ConfigError::UnknownListenerTenant {
+                    listener: listener.name(),
+                    tenant: tenant.clone(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -525,6 +558,23 @@ pub enum ConfigError {
     /// `shutdown.server_reference` is not an MQTT string.
     #[error("shutdown.server_reference is not a valid MQTT string: {0}")]
     InvalidServerReference(Utf8Error),
+    /// The `[[tenants]]` are invalid (the message names the key).
+    #[error(transparent)]
+    Tenants(#[from] tidegate_auth::ConfigError),
+    /// A listener's `tenant` names no declared tenant.
+    #[error(
+        "listener {listener}: tenant {tenant:?} is not declared in [[tenants]] (without \
+         [[tenants]] only \"default\" exists)"
+    )]
+    UnknownListenerTenant {
+        /// The listener's name.
+        listener: String,
+        /// The value given.
+        tenant: String,
+    },
+    /// The `[auth]` section has a value out of range.
+    #[error("[auth]: {0}")]
+    InvalidAuth(String),
     /// `log.level` is not a valid filter.
     #[error("log.level {level:?} is not a valid filter: {reason}")]
     InvalidLogLevel {
@@ -633,6 +683,59 @@ mod tests {
             Some("other.example:1883")
         );
         assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn tenants_and_listener_tenants_are_read_and_checked() {
+        let config = parse(
+            r#"
+            [[listeners]]
+            kind = "tcp"
+            bind = "0.0.0.0:1884"
+            tenant = "open"
+            [[tenants]]
+            id = "open"
+            allow_anonymous = true
+            [[tenants]]
+            id = "acme"
+            [tenants.quotas]
+            max_connections = 1000
+            [auth]
+            max_failures = 3
+            "#,
+        );
+        config.validate().unwrap();
+        assert_eq!(config.listeners[0].tenant.as_deref(), Some("open"));
+        assert_eq!(config.tenants.len(), 2);
+        assert_eq!(config.tenants[1].quotas.max_connections, Some(1000));
+        assert_eq!(config.auth.failure_limits().max_failures, 3);
+
+        let unknown = parse("[[listeners]]\nkind = \"tcp\"\nbind = \"0.0.0.0:1\"\ntenant = \"x\"");
+        let err = unknown.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnknownListenerTenant { .. }),
+            "{err}"
+        );
+        // Without [[tenants]] the implicit tenant can be named.
+        let default =
+            parse("[[listeners]]\nkind = \"tcp\"\nbind = \"0.0.0.0:1\"\ntenant = \"default\"");
+        default.validate().unwrap();
+        let bad_tenant = parse("[[tenants]]\nid = \"bad id\"");
+        assert!(matches!(
+            bad_tenant.validate().unwrap_err(),
+            ConfigError::Tenants(_)
+        ));
+        let http =
+            parse("[[listeners]]\nkind = \"http\"\nbind = \"0.0.0.0:1\"\ntenant = \"default\"");
+        assert!(matches!(
+            http.validate().unwrap_err(),
+            ConfigError::UnexpectedListenerKey { key: "tenant", .. }
+        ));
+        let bad_auth = parse("[auth]\nwindow_secs = 0");
+        assert!(matches!(
+            bad_auth.validate().unwrap_err(),
+            ConfigError::InvalidAuth(_)
+        ));
     }
 
     #[test]

@@ -27,6 +27,13 @@
 //! (retained, queued) pins the read chunk it came from; reads start small ([`MIN_READ`]) and
 //! only grow while the socket keeps filling them, which bounds that waste for quiet clients.
 //!
+//! The first CONNECT is authenticated here, before the engine sees it (see [`crate::auth`]):
+//! reading pauses until the decision, so later packets keep their order; an accepted CONNECT
+//! goes to the engine as `EngineEvent::Connect` with its tenant and ACL; a refused one is
+//! answered by this task (CONNACK with the reason), the engine is told `Closed`, and the
+//! connection closes. A v5 CONNECT asking for enhanced authentication goes to the broker as it
+//! is (0x8C).
+//!
 //! End of a connection: EOF or an IO error tells the engine `Closed`; a decode error tells it
 //! `DecodeError`, stops reading and keeps writing until the engine orders the close (the
 //! broker first sends a DISCONNECT or CONNACK with the error's reason code) or
@@ -34,6 +41,7 @@
 //! before it, shuts the socket down and ends the task without telling the engine, which has
 //! already forgotten the connection.
 
+use crate::auth::{Authenticator, Verdict};
 use crate::config::IdentityUse;
 use crate::engine::EngineEvent;
 use crate::listener::ConnPermit;
@@ -53,7 +61,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tidegate_core::{ConnId, ConnInfo};
 use tidegate_protocol::{
-    Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Utf8, encode,
+    ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Utf8,
+    encode,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -93,6 +102,10 @@ pub(crate) struct ConnShared {
     pub(crate) identity_as: Option<IdentityUse>,
     /// Counters (WebSocket protocol errors are counted when a connection ends on one).
     pub(crate) stats: Arc<Stats>,
+    /// Checks the first CONNECT of every connection (shared by all listeners).
+    pub(crate) auth: Arc<Authenticator>,
+    /// The tenant the listener binds its clients to (`tenant = "..."`).
+    pub(crate) tenant: Option<Arc<str>>,
 }
 
 /// The permits a connection holds against the global and per-listener connection limits;
@@ -184,6 +197,11 @@ impl Ended {
 enum DecodeStop {
     Failed(DecodeError),
     EngineGone,
+    /// Authentication refused the CONNECT: its CONNACK is encoded, the engine was told the
+    /// connection closed; flush and close.
+    Refused,
+    /// The hard stop came while a CONNECT was being authenticated.
+    Stopped,
 }
 
 /// What one turn of the socket poll did.
@@ -371,6 +389,17 @@ impl<T: Transport> Connection<T> {
                                     Some(Box::pin(tokio::time::sleep(DRAIN_AFTER_DECODE_ERROR)));
                             }
                             Err(DecodeStop::EngineGone) => return Ended::EngineGone,
+                            Err(DecodeStop::Refused) => {
+                                self.rbuf = BytesMut::new();
+                                closing = true;
+                            }
+                            Err(DecodeStop::Stopped) => {
+                                return if self.shared.draining.load(Ordering::Acquire) {
+                                    Ended::Drained
+                                } else {
+                                    Ended::ShutdownTimeout
+                                };
+                            }
                         }
                     }
                     // Release the buffer: an idle connection holds none.
@@ -438,7 +467,9 @@ impl<T: Transport> Connection<T> {
                 return Err(DecodeStop::EngineGone);
             };
             let buffered = self.rbuf.len();
-            match self.decoder.decode(&mut self.rbuf) {
+            // Only the first CONNECT is authenticated; the broker refuses a second one.
+            let first_packet = self.decoder.version().is_none();
+            let to_authenticate = match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(mut packet)) => {
                     *bytes += (buffered - self.rbuf.len()) as u64;
                     *publishes += u64::from(matches!(packet, Packet::Publish(_)));
@@ -446,10 +477,22 @@ impl<T: Transport> Connection<T> {
                         self.apply_cert_identity(connect);
                     }
                     self.log.observe_inbound(&packet);
-                    slot.send(EngineEvent::Packet {
-                        conn: self.conn,
-                        packet,
-                    });
+                    match packet {
+                        Packet::Connect(connect) if first_packet && !enhanced_auth(&connect) => {
+                            // The slot is not held while authenticating (it may take a hook
+                            // timeout); the bytes after the CONNECT wait in the read buffer,
+                            // so the order of packets is kept.
+                            drop(slot);
+                            connect
+                        }
+                        packet => {
+                            slot.send(EngineEvent::Packet {
+                                conn: self.conn,
+                                packet,
+                            });
+                            continue;
+                        }
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -459,7 +502,10 @@ impl<T: Transport> Connection<T> {
                     });
                     return Err(DecodeStop::Failed(error));
                 }
-            }
+            };
+            // Awaited outside the scope of the decoded `Packet` and boxed, so neither a packet
+            // nor the check's state is part of every connection's future.
+            Box::pin(self.authenticate(to_authenticate)).await?;
         }
         // Everything read was decoded: release the buffer (decoded packets keep the bytes they
         // need alive on their own).
@@ -467,6 +513,42 @@ impl<T: Transport> Connection<T> {
             self.rbuf = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// Authenticates the first CONNECT (see [`crate::auth`]): an accepted one goes to the
+    /// engine with its tenant and ACL; a refused one gets its CONNACK from here, the engine is
+    /// told the connection closed, and [`DecodeStop::Refused`] ends reading.
+    async fn authenticate(&mut self, connect: Box<Connect>) -> Result<(), DecodeStop> {
+        let verdict = tokio::select! {
+            verdict = self.shared.auth.check(&self.info, self.shared.tenant.as_ref(), &connect) => Some(verdict),
+            _ = self.shared.hard_stop.cancelled() => None,
+        };
+        let Some(verdict) = verdict else {
+            return Err(DecodeStop::Stopped);
+        };
+        let Some(slot) = engine_slot(&self.shared.engine).await else {
+            return Err(DecodeStop::EngineGone);
+        };
+        match verdict {
+            Verdict::Allow(auth) => {
+                slot.send(EngineEvent::Connect {
+                    conn: self.conn,
+                    connect,
+                    auth,
+                });
+                Ok(())
+            }
+            Verdict::Refuse(reason_code) => {
+                // The engine forgets the connection before anything else happens to it; a
+                // close order it may have queued meanwhile (CONNECT timeout) changes nothing.
+                slot.send(EngineEvent::Closed { conn: self.conn });
+                self.encode(&Packet::ConnAck(ConnAck {
+                    reason_code,
+                    ..ConnAck::default()
+                }));
+                Err(DecodeStop::Refused)
+            }
+        }
     }
 
     /// Gives a CONNECT the identity of the client's verified TLS certificate (the listener's
@@ -600,6 +682,12 @@ impl<T: Transport> Connection<T> {
             ),
         }
     }
+}
+
+/// Whether a CONNECT asks for MQTT 5 enhanced authentication, which the broker refuses with
+/// 0x8C (Bad authentication method) before any credential is looked at.
+fn enhanced_auth(connect: &Connect) -> bool {
+    connect.protocol == ProtocolVersion::V5 && connect.properties.authentication_method.is_some()
 }
 
 /// Polls an optional deadline; never ready without one.
@@ -774,8 +862,11 @@ impl fmt::Display for EndReason<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AuthConfig;
     use crate::listener::ConnLimit;
     use crate::outbox::Push;
+    use crate::tenants::TenantRegistry;
+    use tidegate_auth::Tenants;
     use tidegate_protocol::{ConnAck, Disconnect};
     use tokio::io::{AsyncReadExt, DuplexStream};
     use tokio::task::JoinHandle;
@@ -810,6 +901,7 @@ mod tests {
         identity_as: Option<IdentityUse>,
     ) -> (Arc<ConnShared>, mpsc::Receiver<EngineEvent>) {
         let (tx, rx) = mpsc::channel(16);
+        let stats = Arc::new(Stats::default());
         let shared = Arc::new(ConnShared {
             engine: tx,
             hard_stop: hard_stop.clone(),
@@ -818,7 +910,13 @@ mod tests {
             draining: Arc::new(AtomicBool::new(false)),
             drain_grace: Duration::from_secs(1),
             server_reference: None,
-            stats: Arc::new(Stats::default()),
+            stats: stats.clone(),
+            auth: Arc::new(Authenticator::new(
+                Arc::new(TenantRegistry::new(Tenants::from_configs(&[]).unwrap())),
+                &AuthConfig::default(),
+                stats,
+            )),
+            tenant: None,
         });
         (shared, rx)
     }
@@ -876,10 +974,15 @@ mod tests {
         let mut h = start(1024).await;
         h.client.write_all(&CONNECT_V311).await.unwrap();
         match next_event(&mut h.events).await {
-            EngineEvent::Packet {
-                packet: Packet::Connect(c),
-                ..
-            } => assert_eq!(c.client_id, "c1"),
+            EngineEvent::Connect {
+                connect: c, auth, ..
+            } => {
+                assert_eq!(c.client_id, "c1");
+                assert_eq!(
+                    &*auth.tenant, "default",
+                    "no [[tenants]]: the default tenant"
+                );
+            }
             other => panic!("expected CONNECT, got {other:?}"),
         }
         h.outbox.push(Packet::ConnAck(ConnAck::default()), 8);
@@ -903,10 +1006,7 @@ mod tests {
         }
         assert!(matches!(
             next_event(&mut h.events).await,
-            EngineEvent::Packet {
-                packet: Packet::Connect(_),
-                ..
-            }
+            EngineEvent::Connect { .. }
         ));
         assert!(matches!(
             next_event(&mut h.events).await,
@@ -1002,10 +1102,7 @@ mod tests {
         h.client.write_all(&CONNECT_V311).await.unwrap();
         assert!(matches!(
             next_event(&mut h.events).await,
-            EngineEvent::Packet {
-                packet: Packet::Connect(_),
-                ..
-            }
+            EngineEvent::Connect { .. }
         ));
         for _ in 0..100 {
             assert_eq!(h.outbox.push(Packet::PingResp, 1024), Push::Queued);
@@ -1074,11 +1171,7 @@ mod tests {
         let task = tokio::spawn(Connection::new(server, ConnId(1), info, shared, permits()).run());
         next_event(&mut events).await;
         client.write_all(bytes).await.unwrap();
-        let EngineEvent::Packet {
-            packet: Packet::Connect(connect),
-            ..
-        } = next_event(&mut events).await
-        else {
+        let EngineEvent::Connect { connect, .. } = next_event(&mut events).await else {
             panic!("expected the CONNECT");
         };
         task.abort();
@@ -1109,6 +1202,83 @@ mod tests {
         assert_eq!(connect.client_id.as_str(), "device-42");
         let connect = connect_seen_by_engine(IdentityUse::Username, &empty_id).await;
         assert_eq!(connect.username.as_ref().map(Utf8::as_str), Some("u"));
+    }
+
+    /// A connection on a listener bound to tenant `acme`, which allows no anonymous client.
+    async fn start_in_acme() -> Harness {
+        let (client, server) = tokio::io::duplex(1024);
+        let hard_stop = CancellationToken::new();
+        let (tx, mut events) = mpsc::channel(16);
+        let stats = Arc::new(Stats::default());
+        let acme = tidegate_auth::TenantConfig {
+            id: "acme".into(),
+            ..tidegate_auth::TenantConfig::default()
+        };
+        let registry = TenantRegistry::new(Tenants::from_configs(&[acme]).unwrap());
+        let shared = Arc::new(ConnShared {
+            engine: tx,
+            hard_stop: hard_stop.clone(),
+            max_packet_size: 1024,
+            identity_as: None,
+            draining: Arc::new(AtomicBool::new(false)),
+            drain_grace: Duration::from_secs(1),
+            server_reference: None,
+            stats: stats.clone(),
+            auth: Arc::new(Authenticator::new(
+                Arc::new(registry),
+                &AuthConfig::default(),
+                stats,
+            )),
+            tenant: Some(Arc::from("acme")),
+        });
+        let connection = Connection::new(server, ConnId(3), ConnInfo::default(), shared, permits());
+        let task = tokio::spawn(connection.run());
+        let Some(EngineEvent::Open { outbox, .. }) = events.recv().await else {
+            panic!("the first event must be Open");
+        };
+        Harness {
+            client,
+            events,
+            outbox,
+            hard_stop,
+            task,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_gets_its_connack_and_the_engine_only_hears_closed() {
+        let mut h = start_in_acme().await;
+        // The PINGREQ after the CONNECT is never read: the decision comes first.
+        let mut bytes = CONNECT_V311.to_vec();
+        bytes.extend_from_slice(&PINGREQ);
+        h.client.write_all(&bytes).await.unwrap();
+        assert!(matches!(
+            next_event(&mut h.events).await,
+            EngineEvent::Closed { conn: ConnId(3) }
+        ));
+        // 3.1.1 return code 5 (Not authorized) for 0x87, then the close.
+        assert_eq!(read_to_end(&mut h.client).await, [0x20, 2, 0, 5]);
+        finish(h.task).await;
+        assert!(h.events.try_recv().is_err(), "nothing after Closed");
+    }
+
+    #[tokio::test]
+    async fn enhanced_authentication_is_left_to_the_broker() {
+        let mut h = start_in_acme().await;
+        // v5 CONNECT, client id "c", Authentication Method "X" (property 0x15).
+        let connect = [
+            0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 4, 0x15, 0, 1, b'X', 0, 1, b'c',
+        ];
+        h.client.write_all(&connect).await.unwrap();
+        match next_event(&mut h.events).await {
+            EngineEvent::Packet {
+                packet: Packet::Connect(c),
+                ..
+            } => assert!(c.properties.authentication_method.is_some()),
+            other => panic!("expected the CONNECT as a packet, got {other:?}"),
+        }
+        h.hard_stop.cancel();
+        finish(h.task).await;
     }
 
     /// The size of the task future of a connection on transport `T`, without making one.

@@ -6,8 +6,8 @@
 //! The loop, in the call order the core documents:
 //! 1. wait (`select!`) for an event, the broker's next deadline (`poll_timeout`) or the stop
 //!    signal;
-//! 2. an event is fed with `handle_open` / `handle_packet` / `handle_decode_error` /
-//!    `handle_closed`; up to [`BATCH`] more already-queued events are fed with `try_recv` before
+//! 2. an event is fed with `handle_open` / `handle_connect` (an authenticated CONNECT) /
+//!    `handle_packet` / `handle_decode_error` / `handle_closed`; up to [`BATCH`] more already-queued events are fed with `try_recv` before
 //!    going on, so a busy engine pays the select and the output drain once per batch;
 //!    a due deadline is fed with `handle_timeout(now)`;
 //! 3. `poll_output` is drained: `Send` is pushed onto the target connection's [`Outbox`],
@@ -46,8 +46,8 @@ use crate::storage::{Reply, Storage, Writer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tidegate_core::{BatchId, Broker, ConnId, ConnInfo, Output};
-use tidegate_protocol::{DecodeError, Packet, ReasonCode, Utf8};
+use tidegate_core::{Authorized, BatchId, Broker, ConnId, ConnInfo, Output};
+use tidegate_protocol::{Connect, DecodeError, Packet, ReasonCode, Utf8};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +83,17 @@ pub(crate) enum EngineEvent {
         info: ConnInfo,
         /// Where its outbound packets go.
         outbox: Arc<Outbox>,
+    },
+    /// A CONNECT that authentication accepted (see [`crate::auth`]); fed to
+    /// `Broker::handle_connect`. A refused CONNECT never reaches the engine: the connection
+    /// answers it itself and reports `Closed`.
+    Connect {
+        /// From this connection.
+        conn: ConnId,
+        /// The packet (boxed like `Packet::Connect`).
+        connect: Box<Connect>,
+        /// The client's tenant, ACL, limits and credential expiry.
+        auth: Authorized,
     },
     /// A packet was decoded.
     Packet {
@@ -290,6 +301,15 @@ impl Engine {
                 }
                 self.conns.insert(conn, outbox);
                 self.broker.handle_open(now, conn, info);
+            }
+            EngineEvent::Connect {
+                conn,
+                connect,
+                auth,
+            } => {
+                if self.conns.contains_key(&conn) {
+                    self.broker.handle_connect(now, conn, *connect, auth);
+                }
             }
             EngineEvent::Packet { conn, packet } => {
                 if self.conns.contains_key(&conn) {
@@ -533,6 +553,50 @@ mod tests {
         // The task's own Closed event arrives later and is not passed on a second time.
         engine.handle_event(now, EngineEvent::Closed { conn: ConnId(1) });
         assert_eq!(engine.open_connections(), 0);
+    }
+
+    #[test]
+    fn an_authenticated_connect_reaches_the_broker_only_for_a_known_connection() {
+        let (mut engine, _) = engine(8);
+        let outbox = open(&mut engine, 1);
+        let connect = |id: &'static str| {
+            Box::new(Connect {
+                protocol: tidegate_protocol::ProtocolVersion::V5,
+                clean_start: true,
+                keep_alive: 30,
+                client_id: Utf8::from_static(id),
+                will: None,
+                username: None,
+                password: None,
+                properties: tidegate_protocol::ConnectProperties::default(),
+            })
+        };
+        let now = Instant::now();
+        engine.handle_event(
+            now,
+            EngineEvent::Connect {
+                conn: ConnId(1),
+                connect: connect("a"),
+                auth: Authorized::default_tenant(),
+            },
+        );
+        // A connection the engine does not know (closed meanwhile) is ignored.
+        engine.handle_event(
+            now,
+            EngineEvent::Connect {
+                conn: ConnId(2),
+                connect: connect("b"),
+                auth: Authorized::default_tenant(),
+            },
+        );
+        engine.drain_outputs(now);
+        let batch = outbox.take();
+        assert_eq!(batch.packets.len(), 1);
+        assert!(matches!(
+            batch.packets.front(),
+            Some(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::Success
+        ));
+        assert_eq!(engine.open_connections(), 1);
     }
 
     #[test]

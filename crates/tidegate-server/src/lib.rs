@@ -17,11 +17,14 @@
 //!                        slow consumer closed when full) → encode → one write per wake-up
 //! ```
 //! - [`config`] / [`cli`]: what to run, layered file → environment → flags, validated;
+//!   [`tenant_cli`]: `tidegate tenant ...`, a client of the admin API;
 //! - `listener`: accept loops, connection limits and accept rate, connection ids;
 //! - `transport`: PROXY header, TLS, WebSocket and Unix sockets turned into one byte stream
 //!   per connection plus what they tell about the peer (`ConnInfo`);
 //! - `reload`: certificate reload on SIGHUP and file change; [`dev_cert`]: `serve --dev`;
 //! - `connection`: socket ⇄ codec ⇄ engine for one client, and its connect/disconnect log lines;
+//! - `auth`: the CONNECT check (tenant, credentials, HTTP hook, brute-force limiter) between
+//!   the decoder and the engine; `tenants`: the live, swappable set of tenants it reads;
 //! - `engine`: the only owner of the broker, so the fan-out path takes no lock; group commit
 //!   of the broker's store batches;
 //! - [`storage`]: opening `<data_dir>/store` and restoring the broker at start-up, the store's
@@ -30,10 +33,12 @@
 //! - `api`: the gateway's own API (HTTP publish, admin, metrics) as requests to the engine;
 //!   `tap`: the HTTP stream hub's internal session; `metrics`: the Prometheus exposition;
 //!   `http`: the `http` / `https` listeners serving [`tidegate_http`]'s router;
+//!   `tenant_admin`: tenants created, replaced and deleted live, kept in the store;
 //! - [`shutdown`]: signals and the bounded graceful shutdown;
 //! - [`logging`]: `tracing-subscriber` set-up.
 
 mod api;
+mod auth;
 pub mod cli;
 pub mod config;
 mod connection;
@@ -51,7 +56,8 @@ pub mod shutdown;
 pub mod stats;
 pub mod storage;
 mod tap;
-#[allow(dead_code, reason = "wired in by the authentication work in progress")]
+mod tenant_admin;
+pub mod tenant_cli;
 mod tenants;
 mod transport;
 

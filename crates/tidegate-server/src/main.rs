@@ -1,17 +1,30 @@
 //! The `tidegate` binary: parses the command line, loads the configuration, sets up logging
 //! and runs the server of [`tidegate_server`] until SIGINT or SIGTERM; `tidegate passwd` prints
-//! the argon2id hash of a password read from standard input.
+//! the argon2id hash of a password read from standard input; `tidegate tenant ...` manages the
+//! tenants of a running gateway through its admin API.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tidegate_server::cli::{Cli, Command, PasswdArgs, ServeArgs};
+use tidegate_server::tenant_cli::TenantArgs;
 use tidegate_server::{Server, dev_cert, logging, shutdown};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
         Command::Passwd(args) => passwd(&args),
+        Command::Tenant(args) => tenant(&args),
     }
+}
+
+fn tenant(args: &TenantArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let output = runtime.block_on(args.run(&mut std::io::stdin().lock()))?;
+    println!("{output}");
+    Ok(())
 }
 
 fn passwd(args: &PasswdArgs) -> anyhow::Result<()> {
@@ -33,8 +46,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             dir.join("server-key.pem").display(),
         );
     }
-    // No authentication exists yet: say so loudly, every start.
-    tracing::warn!("anonymous access is enabled: any client may connect without credentials");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -278,6 +278,24 @@ pub(crate) fn render(s: &Snapshot, shell: &Stats, uptime: Duration) -> String {
         "Connections closed for a protocol violation or undecodable bytes.",
         b.protocol_errors,
     );
+    e.family(
+        "tidegate_auth_failures_total",
+        "counter",
+        "CONNECTs refused by authentication, by tenant (empty: none determined) and reason.",
+    );
+    for ((tenant, reason), n) in shell.auth_failures() {
+        e.sample(
+            "tidegate_auth_failures_total",
+            &[("tenant", &tenant), ("reason", reason)],
+            n,
+        );
+    }
+    e.single(
+        "tidegate_auth_rate_limited_total",
+        "counter",
+        "CONNECTs refused (0x8A) because their source failed to authenticate too often.",
+        shell.auth_rate_limited(),
+    );
     e.single(
         "tidegate_websocket_protocol_errors_total",
         "counter",
@@ -381,7 +399,17 @@ mod tests {
                 properties: ConnectProperties::default(),
             })),
         );
-        let text = render(&Snapshot::of(&broker), &Stats::default(), Duration::ZERO);
+        let shell = Stats::default();
+        shell.count_auth_failure("acme", "bad_password");
+        shell.count_auth_failure("acme", "bad_password");
+        shell.count_auth_rate_limited();
+        let text = render(&Snapshot::of(&broker), &shell, Duration::ZERO);
+        assert!(
+            text.contains(
+                "tidegate_auth_failures_total{tenant=\"acme\",reason=\"bad_password\"} 2"
+            )
+        );
+        assert!(text.contains("tidegate_auth_rate_limited_total 1"));
         assert!(text.contains("tidegate_connections{listener=\"tcp:x\",protocol=\"5.0\"} 1"));
         assert!(text.contains("tidegate_connects_total{reason=\"0x00_success\"} 1"));
         assert!(text.contains("tidegate_publish_to_deliver_seconds_bucket{le=\"+Inf\"} 0"));

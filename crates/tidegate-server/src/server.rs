@@ -11,6 +11,7 @@
 //! serving; a server-wide shutdown cancels the parents.
 
 use crate::api::GatewayHandle;
+use crate::auth::{self, Authenticator};
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind};
 use crate::connection::ConnShared;
 use crate::engine::{self, Engine, EngineEvent};
@@ -19,7 +20,8 @@ use crate::listener::{self, AcceptContext, AcceptRate, Acceptor, Bound, ConnLimi
 use crate::reload;
 use crate::shutdown;
 use crate::stats::Stats;
-use crate::storage::Storage;
+use crate::storage::{Storage, Writer};
+use crate::tenant_admin::TenantAdmin;
 use crate::transport::tls::{self, TlsSetup};
 use crate::transport::{Steps, unix};
 use std::collections::HashMap;
@@ -147,6 +149,9 @@ pub struct Server {
     http: Vec<PendingHttp>,
     /// The engine's sender, for the HTTP face (dropped in `serve` when there is none).
     engine_tx: mpsc::Sender<EngineEvent>,
+    /// The live tenants, for the admin API. It holds a sender of the store's writer thread, so
+    /// `serve` drops it with `engine_tx` (the engine closes the writer once they are gone).
+    tenant_admin: Arc<TenantAdmin>,
 }
 
 /// A bound HTTP listener waiting for the HTTP face.
@@ -181,6 +186,21 @@ impl Server {
         tls::install_default_provider();
         let server_reference = config.shutdown.server_reference()?;
         let stats = Arc::new(Stats::default());
+        // Compiled once (hashes parsed, keys and JWKS files read): a bad tenant stops the start.
+        // The file's tenants, with what the admin API stored over them (see tenant_admin).
+        let stored =
+            crate::storage::load_tenants(storage.writer.as_ref(), &config.data_dir).await?;
+        let tenant_store = storage.writer.as_ref().and_then(Writer::tenants);
+        let tenant_admin = Arc::new(
+            TenantAdmin::start(&config.tenants, stored, tenant_store)
+                .map_err(|e| ServerError::Config(e.into()))?,
+        );
+        auth::warn_anonymous(
+            &tenant_admin.registry().current(),
+            !config.tenants.is_empty(),
+        );
+        let registry = tenant_admin.registry().clone();
+        let authenticator = Arc::new(Authenticator::new(registry, &config.auth, stats.clone()));
         let (engine_tx, engine_rx) = mpsc::channel(engine::EVENT_QUEUE);
         let stop = CancellationToken::new();
         let hard_stop = CancellationToken::new();
@@ -218,6 +238,8 @@ impl Server {
                     .identity_from
                     .map(|_| listener.identity_as.unwrap_or_default()),
                 stats: stats.clone(),
+                auth: authenticator.clone(),
+                tenant: listener.tenant.as_deref().map(Arc::from),
             });
             acceptors.push(Acceptor {
                 name: name.as_str().into(),
@@ -251,6 +273,7 @@ impl Server {
             storage,
             http,
             engine_tx,
+            tenant_admin,
         })
     }
 
@@ -297,6 +320,7 @@ impl Server {
             storage,
             http,
             engine_tx,
+            tenant_admin,
         } = self;
         let server_reference: Option<Utf8> = config.shutdown.server_reference()?;
         let engine = Engine::with_storage(storage, config.limits.max_outbound_queue, stats.clone());
@@ -325,6 +349,7 @@ impl Server {
                 ctx.stats.clone(),
                 ready.clone(),
                 config.limits.max_outbound_queue,
+                tenant_admin.clone(),
             );
             let face =
                 tidegate_http::Http::new(Arc::new(gateway), config.http.clone(), stop.clone());
@@ -350,6 +375,7 @@ impl Server {
             }
         }
         drop(engine_tx);
+        drop(tenant_admin);
         ready.store(true, Ordering::Release);
         // From here on only the listeners and connections hold the engine's sender, so the
         // engine ends exactly when they all have.

@@ -1,12 +1,15 @@
 //! Counters of what the IO shell did on its own authority: sockets refused over a connection
 //! limit or the accept rate, failed transport handshakes by step, WebSocket protocol errors,
-//! QoS 0 messages dropped for a full outbound queue, slow consumers disconnected.
+//! QoS 0 messages dropped for a full outbound queue, slow consumers disconnected, CONNECTs
+//! refused by authentication (per tenant and reason) and by the brute-force limiter.
 //!
 //! Place in the data flow: written by the listeners and the engine task, read by tests and
 //! (later) the admin API. Relaxed atomics: each counter is independent and only ever grows.
 
 use crate::transport::HandshakeFailure;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Server-wide counters, shared by every task.
 #[derive(Debug, Default)]
@@ -21,6 +24,10 @@ pub struct Stats {
     websocket_errors: AtomicU64,
     qos0_dropped: AtomicU64,
     slow_consumers: AtomicU64,
+    /// Refused authentications by (tenant, reason). A lock, not atomics: the keys are only
+    /// known at run time, and a refusal already cost a password check or an HTTP call.
+    auth_failures: Mutex<BTreeMap<(String, &'static str), u64>>,
+    auth_rate_limited: AtomicU64,
     /// Totals of every connection's [`crate::outbox::Traffic`].
     traffic: crate::outbox::Traffic,
 }
@@ -122,6 +129,38 @@ impl Stats {
     /// The totals every connection task adds its read and write batches to.
     pub(crate) fn total_traffic(&self) -> &crate::outbox::Traffic {
         &self.traffic
+    }
+
+    /// CONNECTs refused by authentication, by (tenant, reason); the tenant is `""` when none
+    /// could be determined. Reasons are snake_case names of the refusal, e.g. `bad_password`, `hook_unavailable`.
+    pub fn auth_failures(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.auth_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// CONNECTs refused without a check because their source address is blocked after too
+    /// many failed authentications (CONNACK 0x8A).
+    pub fn auth_rate_limited(&self) -> u64 {
+        self.auth_rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_auth_failure(&self, tenant: &str, reason: &'static str) {
+        let mut failures = self
+            .auth_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match failures.get_mut(&(tenant.to_owned(), reason)) {
+            Some(n) => *n += 1,
+            None => {
+                failures.insert((tenant.to_owned(), reason), 1);
+            }
+        }
+    }
+
+    pub(crate) fn count_auth_rate_limited(&self) {
+        self.auth_rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_slow_consumer(&self) {

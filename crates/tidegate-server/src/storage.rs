@@ -6,6 +6,10 @@
 //! start-up: data_dir/store ──DiskStore::open + load──▶ Broker::restore ──▶ engine task
 //! running:  engine task ──Job::Apply(batch)──▶ writer thread ──Store::apply (+fsync)──▶ reply
 //! ```
+//! Tenant records (issue 7) travel the same thread through a [`TenantStore`] handle: loaded
+//! once at start-up, written (synced) when the admin API changes a tenant. They are jobs of
+//! their own, not broker batches, because the broker never emits them.
+//!
 //! The store's API is synchronous and an fsync blocks for milliseconds, so it runs on its own
 //! OS thread, never on the engine task: the engine keeps handling events (and accumulating the
 //! next batch) while a batch is written — that is the group commit. Jobs are handled in the
@@ -22,7 +26,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tidegate_core::{Broker, RestoreReport};
-use tidegate_store::{DiskStore, Durability, QueueChunk, Store, StoreError, StoreOp};
+use tidegate_store::{DiskStore, Durability, QueueChunk, Store, StoreError, StoreOp, TenantRecord};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
@@ -119,6 +123,21 @@ impl Storage {
     }
 }
 
+/// The tenant records of the store `writer` owns (none without persistence), with the
+/// start-up errors of [`Storage::open`].
+pub(crate) async fn load_tenants(
+    writer: Option<&Writer>,
+    data_dir: &Path,
+) -> Result<Vec<TenantRecord>, StorageError> {
+    let Some(tenants) = writer.and_then(Writer::tenants) else {
+        return Ok(Vec::new());
+    };
+    tenants.load().await.map_err(|e| match e {
+        TenantStoreError::Store(e) => StorageError::from_store(&store_dir(data_dir), e),
+        TenantStoreError::Gone => StorageError::Thread("the store writer thread is gone".into()),
+    })
+}
+
 /// Opens the disk store in `dir`, loads it and restores a broker from it (blocking).
 pub fn open_and_restore(
     dir: &Path,
@@ -163,6 +182,52 @@ enum Job {
     Check {
         reply: oneshot::Sender<Reply>,
     },
+    LoadTenants {
+        reply: oneshot::Sender<Result<Vec<TenantRecord>, StoreError>>,
+    },
+    PutTenant {
+        record: TenantRecord,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// Why a tenant record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TenantStoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer thread is gone (shutdown, or it could not start).
+    #[error("the store writer thread is gone")]
+    Gone,
+}
+
+/// A handle on the writer thread for tenant records. It holds a sender of the writer's jobs,
+/// so the thread outlives it: keep it only where the engine's event sender is kept too (the
+/// engine closes the writer once every event sender is gone).
+#[derive(Debug, Clone)]
+pub(crate) struct TenantStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl TenantStore {
+    /// Every tenant record in the store.
+    pub(crate) async fn load(&self) -> Result<Vec<TenantRecord>, TenantStoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::LoadTenants { reply })
+            .map_err(|_| TenantStoreError::Gone)?;
+        Ok(rx.await.map_err(|_| TenantStoreError::Gone)??)
+    }
+
+    /// Writes `record`; returns once it is on stable storage.
+    pub(crate) async fn put(&self, record: TenantRecord) -> Result<(), TenantStoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::PutTenant { record, reply })
+            .map_err(|_| TenantStoreError::Gone)?;
+        Ok(rx.await.map_err(|_| TenantStoreError::Gone)??)
+    }
 }
 
 /// The writer thread: owns the store, applies jobs in order.
@@ -216,6 +281,13 @@ impl Writer {
         rx
     }
 
+    /// A handle for tenant records (`None` when the thread could not start).
+    pub(crate) fn tenants(&self) -> Option<TenantStore> {
+        self.jobs
+            .as_ref()
+            .map(|jobs| TenantStore { jobs: jobs.clone() })
+    }
+
     /// Stops the thread after the jobs already sent (and a final fsync), and waits for it.
     pub(crate) async fn close(mut self) {
         self.jobs = None;
@@ -259,6 +331,12 @@ fn writer_loop<S: Store>(mut store: S, jobs: &mpsc::Receiver<Job>, config: Stora
             }
             Some(Job::Check { reply }) => {
                 let _ = reply.send(Reply::Checked(store.check()));
+            }
+            Some(Job::LoadTenants { reply }) => {
+                let _ = reply.send(store.load_tenants());
+            }
+            Some(Job::PutTenant { record, reply }) => {
+                let _ = reply.send(store.put_tenant(&record));
             }
             None => {}
         }
@@ -322,6 +400,30 @@ mod tests {
                 .collect();
             assert_eq!(ids, ["b"], "{fsync:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn tenant_records_go_through_the_writer() {
+        let store = MemoryStore::new();
+        let writer = Writer::spawn(
+            store.reopen(),
+            StorageConfig {
+                persistence: Persistence::Disk,
+                fsync: FsyncPolicy::Never,
+                fsync_interval: Duration::from_millis(5),
+            },
+        );
+        let tenants = writer.tenants().unwrap();
+        assert!(tenants.load().await.unwrap().is_empty());
+        let record = TenantRecord {
+            id: "acme".into(),
+            config: Some(bytes::Bytes::from_static(b"{}")),
+        };
+        tenants.put(record.clone()).await.unwrap();
+        assert_eq!(tenants.load().await.unwrap(), std::slice::from_ref(&record));
+        drop(tenants);
+        writer.close().await;
+        assert_eq!(store.reopen().load_tenants().unwrap(), [record]);
     }
 
     #[test]

@@ -184,23 +184,21 @@ async fn shutdown_closes_connections_stops_accepting_and_returns() {
 }
 
 #[tokio::test]
-async fn unsupported_listener_kinds_fail_before_binding() {
-    let err = Server::bind(config(vec![ListenerConfig::new(
-        ListenerKind::Http,
-        "127.0.0.1:0",
-    )]))
-    .await
-    .unwrap_err();
+async fn an_invalid_http_table_fails_before_binding() {
+    // A free port that nothing may bind while the check runs: the error must come first.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    drop(taken);
+    let mut config = config(vec![ListenerConfig::new(ListenerKind::Http, &addr)]);
+    config.http.publish_tokens = vec!["same".into()];
+    config.http.admin_tokens = vec!["same".into()];
+    let err = Server::bind(config).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            ServerError::Config(ConfigError::UnsupportedListener {
-                kind: ListenerKind::Http,
-                ..
-            })
-        ),
+        matches!(err, ServerError::Config(ConfigError::Http(_))),
         "{err}"
     );
+    // Nothing was bound: the address is still free.
+    std::net::TcpListener::bind(&addr).unwrap();
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@
 
 use crate::record::{
     InflightRecord, InflightStage, MessageRecord, PendingWillRecord, Presence, QueuedRecord,
-    SessionRecord, SubscriptionRecord, UnixMillis,
+    SessionRecord, SubscriptionRecord, TenantRecord, UnixMillis,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -475,6 +475,27 @@ pub fn decode_session(b: &[u8]) -> Result<SessionRecord, DecodeError> {
     })
 }
 
+/// Encodes a tenant record (the `tenants` table's values).
+pub fn encode_tenant(t: &TenantRecord) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(t.id.as_bytes());
+    w.opt(t.config.as_ref(), |w, v| w.bytes(v));
+    w.finish()
+}
+
+/// Decodes what [`encode_tenant`] wrote.
+pub fn decode_tenant(b: &[u8]) -> Result<TenantRecord, DecodeError> {
+    let mut r = Reader::new(b)?;
+    let id = r.bytes()?;
+    let id = std::str::from_utf8(&id).map_err(|_| DecodeError::Invalid("tenant id"))?;
+    let config = r.opt(Reader::bytes)?;
+    r.end()?;
+    Ok(TenantRecord {
+        id: Arc::from(id),
+        config,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -573,6 +594,28 @@ pub(crate) mod tests {
             };
             assert_eq!(decode_session(&encode_session(&s)).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn tenant_records_round_trip_and_refuse_damage() {
+        for config in [Some(Bytes::from_static(br#"{"id":"acme"}"#)), None] {
+            let t = TenantRecord {
+                id: Arc::from("acme"),
+                config,
+            };
+            let bytes = encode_tenant(&t);
+            assert_eq!(decode_tenant(&bytes).unwrap(), t);
+            for cut in 0..bytes.len() {
+                assert!(decode_tenant(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        let mut w = Writer::new();
+        w.bytes(&[0xff, 0xfe]);
+        w.u8(0);
+        assert_eq!(
+            decode_tenant(&w.finish()),
+            Err(DecodeError::Invalid("tenant id"))
+        );
     }
 
     #[test]

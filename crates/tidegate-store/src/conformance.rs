@@ -5,12 +5,12 @@
 //! Place in the data flow: none at run time; it pins down the contract the engine relies on —
 //! what [`Store::load`] returns after a sequence of batches, atomic batches in log order, reads
 //! that see their batch, [`StoreOp::DeleteSession`] taking everything a session owns and
-//! nothing else, and data surviving a reopen.
+//! nothing else, data surviving a reopen, and tenant records kept apart from all of it.
 
 use crate::op::{QueueLoad, StoreOp};
 use crate::record::{
     InflightRecord, InflightStage, MessageRecord, PendingWillRecord, Presence, QueueIndexEntry,
-    QueuedRecord, SessionRecord, Snapshot, SubscriptionRecord, UnixMillis,
+    QueuedRecord, SessionRecord, Snapshot, SubscriptionRecord, TenantRecord, UnixMillis,
 };
 use crate::store::{Durability, Store};
 use bytes::Bytes;
@@ -32,7 +32,7 @@ type Check<B> = (&'static str, fn(&mut B));
 /// Runs every check, each on a fresh backend from `fresh`. Panics (with the check's name) on
 /// the first failure.
 pub fn run_all<B: Backend>(mut fresh: impl FnMut() -> B) {
-    let checks: [Check<B>; 10] = [
+    let checks: [Check<B>; 11] = [
         ("empty_store_loads_empty", empty_store_loads_empty),
         (
             "sessions_survive_reopen_and_are_replaced",
@@ -51,6 +51,10 @@ pub fn run_all<B: Backend>(mut fresh: impl FnMut() -> B) {
         (
             "written_batches_survive_reopen",
             written_batches_survive_reopen,
+        ),
+        (
+            "tenant_records_are_replaced_survive_reopen_and_stay_apart",
+            tenant_records_are_replaced_survive_reopen_and_stay_apart,
         ),
     ];
     for (name, check) in checks {
@@ -561,4 +565,47 @@ fn written_batches_survive_reopen<B: Backend>(b: &mut B) {
     }
     let mut s = b.open();
     assert_eq!(load(&mut s).sessions[0].queue.len(), 2_000);
+}
+
+fn tenant(id: &str, config: Option<&str>) -> TenantRecord {
+    TenantRecord {
+        id: cid(id),
+        config: config.map(|c| Bytes::copy_from_slice(c.as_bytes())),
+    }
+}
+
+fn tenant_records_are_replaced_survive_reopen_and_stay_apart<B: Backend>(b: &mut B) {
+    {
+        let mut s = b.open();
+        assert!(s.load_tenants().expect("load tenants").is_empty());
+        s.put_tenant(&tenant("zeta", Some(r#"{"id":"zeta"}"#)))
+            .expect("put");
+        s.put_tenant(&tenant("acme", Some(r#"{"id":"acme"}"#)))
+            .expect("put");
+        // Replacing a configuration by a deletion mark keeps one record per id.
+        s.put_tenant(&tenant("zeta", None)).expect("put");
+        apply(&mut s, &[StoreOp::PutSession(session("acme"))]);
+        assert_eq!(
+            s.load_tenants().expect("load tenants"),
+            [
+                tenant("acme", Some(r#"{"id":"acme"}"#)),
+                tenant("zeta", None)
+            ]
+        );
+    }
+    let mut s = b.open();
+    assert_eq!(
+        s.load_tenants().expect("load tenants"),
+        [
+            tenant("acme", Some(r#"{"id":"acme"}"#)),
+            tenant("zeta", None)
+        ],
+        "tenant records are durable once put_tenant returns"
+    );
+    // A session named like a tenant is a different thing.
+    let snapshot = load(&mut s);
+    assert_eq!(snapshot.sessions.len(), 1);
+    assert!(snapshot.orphans.is_empty());
+    apply(&mut s, &[StoreOp::DeleteSession(cid("acme"))]);
+    assert_eq!(s.load_tenants().expect("load tenants").len(), 2);
 }

@@ -9,7 +9,9 @@
 //! which survives a killed process but not a power loss.
 //!
 //! Layout: one keyspace per record kind (`sessions`, `subscriptions`, `inbound`, `inflight`,
-//! `queue`, `retained`, `meta`), keys as in [`crate::keys`], values as in [`crate::codec`].
+//! `queue`, `retained`, `meta`, `tenants`), keys as in [`crate::keys`] (a tenant record is
+//! keyed by its id), values as in [`crate::codec`]. The `tenants` keyspace was added after
+//! format 1 shipped without changing the format: an older store simply opens with it empty.
 //! A batch is first folded into one final value per key (a PUBLISH acknowledged within the
 //! same group commit costs a tombstone, not a put and a delete), which also gives
 //! [`StoreOp::DeleteSession`] a view of the keys written earlier in the same batch.
@@ -23,7 +25,7 @@
 use crate::codec::{self, DecodeError, FORMAT};
 use crate::keys::{client_prefix, owned_key, prefix_end, split_owned_key};
 use crate::op::StoreOp;
-use crate::record::{QueueChunk, QueueIndexEntry, Snapshot, StoredSession};
+use crate::record::{QueueChunk, QueueIndexEntry, Snapshot, StoredSession, TenantRecord};
 use crate::store::{Durability, Store, StoreError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use tidegate_protocol::PacketId;
 
 /// The keyspaces, in a fixed order (their index is the overlay's table id).
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "sessions",
     "subscriptions",
     "inbound",
@@ -42,6 +44,7 @@ const TABLES: [&str; 7] = [
     "queue",
     "retained",
     "meta",
+    "tenants",
 ];
 const SESSIONS: usize = 0;
 const SUBSCRIPTIONS: usize = 1;
@@ -50,6 +53,7 @@ const INFLIGHT: usize = 3;
 const QUEUE: usize = 4;
 const RETAINED: usize = 5;
 const META: usize = 6;
+const TENANTS: usize = 7;
 /// The tables whose keys start with a client prefix.
 const OWNED: [usize; 4] = [SUBSCRIPTIONS, INBOUND, INFLIGHT, QUEUE];
 
@@ -560,6 +564,46 @@ impl DiskStore {
         })
     }
 
+    fn read_tenants(&mut self) -> Result<Vec<TenantRecord>, StoreError> {
+        let at = &self.at;
+        let open = ensure_open(&mut self.open, at)?;
+        let mut tenants = Vec::new();
+        for item in table(&open.tables, TENANTS, &at.dir)?.iter() {
+            let (key, value) = item.into_inner().map_err(|e| at.error(e))?;
+            let record =
+                codec::decode_tenant(&value).map_err(|e| at.decode_error(TENANTS, &key, e))?;
+            if record.id.as_bytes() != key.as_ref() {
+                return Err(at.decode_error(TENANTS, &key, DecodeError::Invalid("tenant id")));
+            }
+            tenants.push(record);
+        }
+        Ok(tenants)
+    }
+
+    /// Writes one tenant record, synced, in a batch of its own that also bumps the batch
+    /// counter (so the commit mark stays a count of durable batches).
+    fn write_tenant(&mut self, record: &TenantRecord) -> Result<(), StoreError> {
+        let at = &self.at;
+        let open = ensure_open(&mut self.open, at)?;
+        let batch_no = open.batch + 1;
+        let mut batch = open.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(
+            table(&open.tables, TENANTS, &at.dir)?,
+            record.id.as_bytes(),
+            codec::encode_tenant(record),
+        );
+        batch.insert(
+            table(&open.tables, META, &at.dir)?,
+            BATCH_KEY,
+            batch_no.to_be_bytes(),
+        );
+        batch.commit().map_err(|e| at.error(e))?;
+        open.batch = batch_no;
+        at.write_mark(batch_no)?;
+        self.marked_at = Some(Instant::now());
+        Ok(())
+    }
+
     /// Forgets the database after a failed write, so the next call reopens it.
     fn fail<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if r.is_err() {
@@ -629,6 +673,16 @@ impl Store for DiskStore {
 
     fn location(&self) -> String {
         self.at.dir.display().to_string()
+    }
+
+    fn load_tenants(&mut self) -> Result<Vec<TenantRecord>, StoreError> {
+        let r = self.read_tenants();
+        self.fail(r)
+    }
+
+    fn put_tenant(&mut self, record: &TenantRecord) -> Result<(), StoreError> {
+        let r = self.write_tenant(record);
+        self.fail(r)
     }
 }
 

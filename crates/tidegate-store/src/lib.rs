@@ -1,7 +1,8 @@
 //! # tidegate-store
 //!
 //! What Tidegate persists, and where: the record types of sessions, subscriptions, queues,
-//! inflight deliveries and retained messages; [`StoreOp`], the change log the broker emits;
+//! inflight deliveries and retained messages, and the tenants the admin API manages
+//! ([`TenantRecord`]); [`StoreOp`], the change log the broker emits;
 //! the [`Store`] trait; [`MemoryStore`], the reference backend; `DiskStore` (feature `disk`,
 //! on by default), the embedded crash-safe backend on fjall; and the conformance suite every
 //! backend passes (`conformance`, feature `conformance`).
@@ -33,7 +34,7 @@ pub use op::{QueueLoad, StoreOp};
 pub use record::{
     InflightRecord, InflightStage, MessageRecord, PendingWillRecord, Presence, QueueChunk,
     QueueIndexEntry, QueuedRecord, SessionRecord, Snapshot, StoredSession, SubscriptionRecord,
-    UnixMillis,
+    TenantRecord, UnixMillis,
 };
 pub use store::{Durability, Store, StoreError};
 

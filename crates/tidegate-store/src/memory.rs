@@ -8,7 +8,7 @@
 use crate::op::StoreOp;
 use crate::record::{
     InflightRecord, MessageRecord, QueueChunk, QueueIndexEntry, QueuedRecord, SessionRecord,
-    Snapshot, StoredSession, SubscriptionRecord,
+    Snapshot, StoredSession, SubscriptionRecord, TenantRecord,
 };
 use crate::store::{Durability, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +23,7 @@ struct Data {
     inflight: BTreeMap<(Arc<str>, PacketId), InflightRecord>,
     queue: BTreeMap<(Arc<str>, u64), QueuedRecord>,
     retained: BTreeMap<String, Arc<MessageRecord>>,
+    tenants: BTreeMap<Arc<str>, TenantRecord>,
 }
 
 impl Data {
@@ -208,5 +209,16 @@ impl Store for MemoryStore {
 
     fn location(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn load_tenants(&mut self) -> Result<Vec<TenantRecord>, StoreError> {
+        Ok(self.data().tenants.values().cloned().collect())
+    }
+
+    fn put_tenant(&mut self, record: &TenantRecord) -> Result<(), StoreError> {
+        self.data()
+            .tenants
+            .insert(record.id.clone(), record.clone());
+        Ok(())
     }
 }

@@ -199,6 +199,18 @@ pub struct Snapshot {
     pub orphans: Vec<Arc<str>>,
 }
 
+/// What the admin API last did to one tenant (issue 7), kept so API changes survive a
+/// restart. The store does not interpret the configuration: it is the JSON of a
+/// `tidegate_auth::TenantConfig`, validated by the server before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// The tenant id: the record's key.
+    pub id: Arc<str>,
+    /// The tenant's configuration as JSON; `None` when the API deleted the tenant, so that a
+    /// tenant of the same id declared in the configuration file stays deleted after a restart.
+    pub config: Option<Bytes>,
+}
+
 /// The answer to one [`QueueLoad`](crate::QueueLoad).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueChunk {

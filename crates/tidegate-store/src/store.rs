@@ -8,7 +8,7 @@
 //! embedded stores offer.
 
 use crate::op::StoreOp;
-use crate::record::{QueueChunk, Snapshot};
+use crate::record::{QueueChunk, Snapshot, TenantRecord};
 use std::path::PathBuf;
 
 /// How durable [`Store::apply`] must make a batch before it returns.
@@ -46,6 +46,15 @@ pub trait Store: Send {
 
     /// Where the data lives, for messages (a directory, a URL, "memory").
     fn location(&self) -> String;
+
+    /// Every tenant record, in id order (read once at start-up, beside [`Store::load`]).
+    fn load_tenants(&mut self) -> Result<Vec<TenantRecord>, StoreError>;
+
+    /// Creates or replaces the record of `record.id`, durable on stable storage before it
+    /// returns whatever the fsync policy: an admin API answer promises the change survives.
+    /// Tenant records are not [`StoreOp`]s because the broker never emits them: the server
+    /// writes them when the admin API changes a tenant, rarely, outside the group commit.
+    fn put_tenant(&mut self, record: &TenantRecord) -> Result<(), StoreError>;
 }
 
 /// Why a store operation failed. Every variant says where, so that a message to the operator

@@ -9,7 +9,7 @@ use crate::config::HttpConfig;
 use crate::gateway::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome, Page,
     PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery, SubscriptionInfo,
-    Tap, TapCommand, TapMessage,
+    Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantView,
 };
 use crate::state::Http;
 use axum::Router;
@@ -129,6 +129,27 @@ impl Gateway for FakeGateway {
                 .map_err(|_| GatewayError::Unavailable)?;
             Ok(Tap { commands, messages })
         })
+    }
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {
+        unavailable()
+    }
+    fn tenant(&self, _id: String) -> BoxFuture<'_, Result<Option<TenantView>, GatewayError>> {
+        unavailable()
+    }
+    fn create_tenant(
+        &self,
+        _config: tidegate_auth::TenantConfig,
+    ) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(async { Err(GatewayError::Unavailable.into()) })
+    }
+    fn replace_tenant(
+        &self,
+        _config: tidegate_auth::TenantConfig,
+    ) -> BoxFuture<'_, Result<(), TenantError>> {
+        Box::pin(async { Err(GatewayError::Unavailable.into()) })
+    }
+    fn delete_tenant(&self, _id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>> {
+        Box::pin(async { Err(GatewayError::Unavailable.into()) })
     }
 }
 

@@ -16,6 +16,11 @@
 //! | `proxy_protocol` | yes | yes | yes | yes | — |
 //! | `cert`, `key`, `client_ca`, `client_auth`, `identity_from`, `identity_as` | — | yes | — | yes | — |
 //! | `mode`, `owner`, `group` | — | — | — | — | yes |
+//! | `tenant` | yes | yes | yes | yes | yes |
+//!
+//! `tenant` binds every client of the listener to one tenant (it must name a `[[tenants]]`
+//! entry, or `default` when none is declared); HTTP listeners take none (the HTTP API has
+//! its own tokens).
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -221,6 +226,10 @@ pub struct ListenerConfig {
     /// Group of a `unix` socket: a group name from `/etc/group` or a numeric gid.
     #[serde(default)]
     pub group: Option<String>,
+    /// The tenant every client of this listener belongs to (MQTT kinds). Unset: the SNI host
+    /// name, `user@tenant`, a JWT's tenant claim or the `default` tenant decide.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 impl ListenerConfig {
@@ -250,6 +259,7 @@ impl ListenerConfig {
             mode: None,
             owner: None,
             group: None,
+            tenant: None,
         }
     }
 
@@ -369,6 +379,9 @@ impl ListenerConfig {
         self.validate_unix()?;
         if self.proxy_protocol && (self.kind.uses_path() || self.kind.is_http()) {
             return Err(self.unexpected("proxy_protocol"));
+        }
+        if self.tenant.is_some() && self.kind.is_http() {
+            return Err(self.unexpected("tenant"));
         }
         if self.permessage_deflate.is_some() && !self.kind.uses_websocket() {
             return Err(self.unexpected("permessage_deflate"));
