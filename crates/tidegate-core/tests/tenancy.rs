@@ -483,7 +483,7 @@ fn retained_quotas_route_but_do_not_store_and_answer_0x97() {
 }
 
 #[test]
-fn per_client_message_rate_answers_0x96_and_refills_with_time() {
+fn per_client_message_rate_answers_0x97_and_refills_with_time() {
     let sim = Sim::new();
     let limits = || TenantLimits {
         max_inbound_messages_per_sec: Some(2),
@@ -495,8 +495,8 @@ fn per_client_message_rate_answers_0x96_and_refills_with_time() {
     let code = |qos| publish_code(&c, "t", "m", qos, false);
     assert_eq!(code(QoS::AtLeastOnce), Some(ReasonCode::Success));
     assert_eq!(code(QoS::AtLeastOnce), Some(ReasonCode::Success));
-    assert_eq!(code(QoS::AtLeastOnce), Some(ReasonCode::MessageRateTooHigh));
-    assert_eq!(code(QoS::ExactlyOnce), Some(ReasonCode::MessageRateTooHigh));
+    assert_eq!(code(QoS::AtLeastOnce), Some(ReasonCode::QuotaExceeded));
+    assert_eq!(code(QoS::ExactlyOnce), Some(ReasonCode::QuotaExceeded));
     assert_eq!(code(QoS::AtMostOnce), None);
     assert_eq!(watcher.receive().len(), 2);
     sim.advance(secs(1));
@@ -527,7 +527,7 @@ fn tenant_wide_message_rate_is_shared_by_its_clients_only() {
     let other = sim.connect_as(v5("one", nothing), limited("b", limits()));
     let code = |c: &Client| publish_code(c, "t", "m", QoS::AtLeastOnce, false);
     assert_eq!(code(&one), Some(ReasonCode::NoMatchingSubscribers));
-    assert_eq!(code(&two), Some(ReasonCode::MessageRateTooHigh));
+    assert_eq!(code(&two), Some(ReasonCode::QuotaExceeded));
     assert_eq!(code(&other), Some(ReasonCode::NoMatchingSubscribers));
     let stats = sim.with_broker(|b, _| b.tenant_stats());
     assert_eq!(

@@ -4,12 +4,18 @@
 //! Place in the data flow: `admin token -> query/path checks (here) -> Gateway (clients,
 //! sessions, kick, retained, stats) -> engine`. Every handler takes [`AdminAccess`], so a
 //! publish token never reaches one.
+//!
+//! Tenants (issue 7): a client id or a retained topic names something inside one tenant, so
+//! the endpoints about one of them take `?tenant=` (default `default`, the only tenant there is
+//! without `[[tenants]]`, so the URLs of before keep their meaning); listings filter by
+//! `tenant` when asked. An admin token bound to a tenant acts in its own tenant only: its
+//! listings are narrowed to it and a request naming another tenant is 403.
 
 use crate::auth::AdminAccess;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::gateway::{
-    ClientInfo, ClientQuery, GatewayStats, KickOutcome, Page, SessionInfo, SessionQuery,
+    Caller, ClientInfo, ClientQuery, GatewayStats, KickOutcome, Page, SessionInfo, SessionQuery,
     SubscriptionInfo,
 };
 use crate::openapi::{AuthErrors, EngineErrors, ParamErrors};
@@ -64,11 +70,24 @@ pub(crate) struct SessionsParams {
     limit: Option<usize>,
 }
 
+/// Query of the endpoints about one client of one tenant.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantParams {
+    /// The tenant the client belongs to (default `default`; an admin token bound to a tenant:
+    /// its own).
+    tenant: Option<String>,
+}
+
 /// Query of `DELETE /v1/admin/clients/{client_id}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KickParams {
+    /// The tenant the client belongs to (default `default`; an admin token bound to a tenant:
+    /// its own).
+    tenant: Option<String>,
     /// MQTT 5 DISCONNECT reason code sent to the client, decimal or `0x..` hex; one a server
     /// may send. Default `0x98` (Administrative action).
     #[param(example = "0x98")]
@@ -86,6 +105,17 @@ pub(crate) struct AdminRetainedParams {
     /// Topic filter (default `#`: every retained message outside `$` topics).
     #[param(default = "#")]
     filter: Option<String>,
+    /// The tenant whose retained messages are listed (default `default`).
+    tenant: Option<String>,
+}
+
+/// Query of `DELETE /v1/admin/retained/{topic}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteRetainedParams {
+    /// The tenant the retained message belongs to (default `default`).
+    tenant: Option<String>,
 }
 
 /// The subscriptions of one session.
@@ -140,12 +170,12 @@ fn parse_reason(text: &str) -> Result<ReasonCode, ApiError> {
     )
 )]
 pub(crate) async fn clients(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ClientsParams>,
 ) -> Result<Json<Page<ClientInfo>>, ApiError> {
     let query = ClientQuery {
-        tenant: p.tenant,
+        tenant: access.tenant_filter(p.tenant)?,
         listener: p.listener,
         client_id_prefix: p.client_id_prefix,
         address: p.address,
@@ -160,7 +190,7 @@ pub(crate) async fn clients(
     get,
     path = "/v1/admin/clients/{client_id}",
     tag = "admin",
-    params(("client_id" = String, Path, description = "MQTT client identifier")),
+    params(("client_id" = String, Path, description = "MQTT client identifier"), TenantParams),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The client", body = ClientInfo),
@@ -170,17 +200,23 @@ pub(crate) async fn clients(
     )
 )]
 pub(crate) async fn client(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiPath(client_id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<TenantParams>,
 ) -> Result<Json<ClientInfo>, ApiError> {
+    let tenant = access.tenant_for(p.tenant)?;
     state
         .inner
         .gateway
-        .client(client_id.clone())
+        .client(tenant.clone(), client_id.clone())
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no client {client_id:?} is connected")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no client {client_id:?} of tenant {tenant:?} is connected"
+            ))
+        })
 }
 
 /// Disconnect a client and, on request, drop its session.
@@ -210,9 +246,11 @@ pub(crate) async fn kick(
         None => ReasonCode::AdministrativeAction,
     };
     let discard = p.discard_session.unwrap_or(false);
+    let tenant = access.tenant_for(p.tenant)?;
     // Operators' actions on clients are worth an audit line: which admin token did what.
     tracing::info!(
         admin_token = access.token,
+        tenant = %tenant,
         client_id = %client_id,
         reason = reason.as_u8(),
         discard_session = discard,
@@ -221,11 +259,11 @@ pub(crate) async fn kick(
     let outcome = state
         .inner
         .gateway
-        .kick(client_id.clone(), reason.as_u8(), discard)
+        .kick(tenant.clone(), client_id.clone(), reason.as_u8(), discard)
         .await?;
     if !outcome.disconnected && !outcome.session_discarded {
         return Err(ApiError::not_found(format!(
-            "no client {client_id:?} is connected{}",
+            "no client {client_id:?} of tenant {tenant:?} is connected{}",
             if discard {
                 " and it has no session"
             } else {
@@ -241,7 +279,7 @@ pub(crate) async fn kick(
     get,
     path = "/v1/admin/clients/{client_id}/subscriptions",
     tag = "admin",
-    params(("client_id" = String, Path, description = "MQTT client identifier")),
+    params(("client_id" = String, Path, description = "MQTT client identifier"), TenantParams),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The session's subscriptions", body = SubscriptionList),
@@ -251,17 +289,23 @@ pub(crate) async fn kick(
     )
 )]
 pub(crate) async fn subscriptions(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiPath(client_id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<TenantParams>,
 ) -> Result<Json<SubscriptionList>, ApiError> {
+    let tenant = access.tenant_for(p.tenant)?;
     state
         .inner
         .gateway
-        .subscriptions(client_id.clone())
+        .subscriptions(tenant.clone(), client_id.clone())
         .await?
         .map(|subscriptions| Json(SubscriptionList { subscriptions }))
-        .ok_or_else(|| ApiError::not_found(format!("client {client_id:?} has no session")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "client {client_id:?} of tenant {tenant:?} has no session"
+            ))
+        })
 }
 
 /// List sessions, online and offline.
@@ -277,12 +321,12 @@ pub(crate) async fn subscriptions(
     )
 )]
 pub(crate) async fn sessions(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SessionsParams>,
 ) -> Result<Json<Page<SessionInfo>>, ApiError> {
     let query = SessionQuery {
-        tenant: p.tenant,
+        tenant: access.tenant_filter(p.tenant)?,
         client_id_prefix: p.client_id_prefix,
         online: p.online,
         cursor: p.cursor,
@@ -304,11 +348,16 @@ pub(crate) async fn sessions(
     )
 )]
 pub(crate) async fn retained(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<AdminRetainedParams>,
 ) -> Result<Json<RetainedList>, ApiError> {
-    retained::read(&state, p.filter.unwrap_or_else(|| "#".to_owned())).await
+    // The admin API reads past the tenant's ACL: operators see what is stored.
+    let caller = Caller {
+        tenant: access.tenant_for(p.tenant)?,
+        acl: None,
+    };
+    retained::read(&state, caller, p.filter.unwrap_or_else(|| "#".to_owned())).await
 }
 
 /// Delete the retained message of a topic.
@@ -316,7 +365,8 @@ pub(crate) async fn retained(
     delete,
     path = "/v1/admin/retained/{*topic}",
     tag = "admin",
-    params(("topic" = String, Path, description = "Topic name; may contain `/`")),
+    params(("topic" = String, Path, description = "Topic name; may contain `/`"),
+           DeleteRetainedParams),
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
@@ -329,14 +379,26 @@ pub(crate) async fn delete_retained(
     access: AdminAccess,
     State(state): State<AppState>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(p): ApiQuery<DeleteRetainedParams>,
 ) -> Result<StatusCode, ApiError> {
     check_topic_name("topic", &topic)?;
-    tracing::info!(admin_token = access.token, topic = %topic, "admin API: deleting retained message");
-    if state.inner.gateway.delete_retained(topic.clone()).await? {
+    let tenant = access.tenant_for(p.tenant)?;
+    tracing::info!(
+        admin_token = access.token,
+        tenant = %tenant,
+        topic = %topic,
+        "admin API: deleting retained message"
+    );
+    if state
+        .inner
+        .gateway
+        .delete_retained(tenant.clone(), topic.clone())
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(
-            "no retained message at {topic:?}"
+            "no retained message at {topic:?} in tenant {tenant:?}"
         )))
     }
 }
@@ -353,9 +415,11 @@ pub(crate) async fn delete_retained(
     )
 )]
 pub(crate) async fn stats(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
 ) -> Result<Json<GatewayStats>, ApiError> {
+    // Gateway-wide numbers say something about every tenant.
+    access.require_unbound()?;
     Ok(Json(state.inner.gateway.stats().await?))
 }
 

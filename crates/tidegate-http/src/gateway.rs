@@ -21,6 +21,36 @@ use utoipa::ToSchema;
 /// A boxed future, so the trait stays object safe (`Arc<dyn Gateway>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Who an HTTP request acts for: the tenant it reaches and, for a token bound to a tenant,
+/// the identity the tenant's ACL checks (issue 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant the request publishes into or reads from.
+    pub tenant: String,
+    /// `Some`: every topic is checked against the tenant's ACL as this identity (a token of
+    /// `[[http.tokens]]`); `None`: every topic allowed (a plain `publish_tokens` token).
+    pub acl: Option<AclIdentity>,
+}
+
+impl Caller {
+    /// A plain token: the default tenant, every topic allowed.
+    pub fn unrestricted() -> Caller {
+        Caller {
+            tenant: tidegate_auth::DEFAULT_TENANT_ID.to_owned(),
+            acl: None,
+        }
+    }
+}
+
+/// The identity an HTTP token has in its tenant's ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclIdentity {
+    /// Substituted for `%u` (`None`: checked as an anonymous client).
+    pub username: Option<String>,
+    /// Substituted for `%c`: `http:<token index>`.
+    pub client_id: String,
+}
+
 /// Why the engine could not answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GatewayError {
@@ -121,7 +151,7 @@ pub struct Page<T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ClientQuery {
-    /// Only clients of this tenant (the tenancy issue; every client is in `default` until then).
+    /// Only clients of this tenant.
     pub tenant: Option<String>,
     /// Only clients of the listener with this name (e.g. `tcp:0.0.0.0:1883`).
     pub listener: Option<String>,
@@ -355,31 +385,46 @@ pub enum TenantError {
 
 /// What the HTTP face asks of the gateway. Implemented by `tidegate-server` over its engine.
 pub trait Gateway: Send + Sync + 'static {
-    /// Publishes each message, in order, as an MQTT publisher would. For QoS 1 and 2 the
-    /// future resolves once the message is accepted and durable per the store policy; QoS 0
-    /// resolves once routed. One outcome per request, in order.
+    /// Publishes each message, in order, into `caller`'s tenant as an MQTT publisher would
+    /// (checked against the tenant's ACL when `caller.acl` is set: refused with 0x87). For
+    /// QoS 1 and 2 the future resolves once the message is accepted and durable per the store
+    /// policy; QoS 0 resolves once routed. One outcome per request, in order.
     fn publish(
         &self,
+        caller: Caller,
         batch: Vec<PublishRequest>,
     ) -> BoxFuture<'_, Result<Vec<PublishOutcome>, GatewayError>>;
 
-    /// Retained messages whose topic matches `filter` (a valid topic filter).
-    fn retained(&self, filter: String)
-    -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>>;
+    /// Retained messages of `caller`'s tenant whose topic matches `filter` (a valid topic
+    /// filter); refused with 0x87 when `caller.acl` does not allow subscribing to `filter`.
+    fn retained(
+        &self,
+        caller: Caller,
+        filter: String,
+    ) -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>>;
 
-    /// Deletes the retained message at `topic`; `true` when there was one.
-    fn delete_retained(&self, topic: String) -> BoxFuture<'_, Result<bool, GatewayError>>;
+    /// Deletes the retained message of `tenant` at `topic`; `true` when there was one.
+    fn delete_retained(
+        &self,
+        tenant: String,
+        topic: String,
+    ) -> BoxFuture<'_, Result<bool, GatewayError>>;
 
     /// Connected clients matching `query`, one page.
     fn clients(&self, query: ClientQuery) -> BoxFuture<'_, Result<Page<ClientInfo>, GatewayError>>;
 
-    /// One connected client by id.
-    fn client(&self, client_id: String) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>>;
+    /// One connected client of `tenant` by id.
+    fn client(
+        &self,
+        tenant: String,
+        client_id: String,
+    ) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>>;
 
-    /// The subscriptions of the session of `client_id` (online or not); `None` if there is no
-    /// such session.
+    /// The subscriptions of the session of `client_id` in `tenant` (online or not); `None` if
+    /// there is no such session.
     fn subscriptions(
         &self,
+        tenant: String,
         client_id: String,
     ) -> BoxFuture<'_, Result<Option<Vec<SubscriptionInfo>>, GatewayError>>;
 
@@ -389,10 +434,11 @@ pub trait Gateway: Send + Sync + 'static {
         query: SessionQuery,
     ) -> BoxFuture<'_, Result<Page<SessionInfo>, GatewayError>>;
 
-    /// Disconnects `client_id` (MQTT 5 clients get DISCONNECT with `reason`, an MQTT 5 reason
-    /// code byte) and, with `discard_session`, drops its session, online or not.
+    /// Disconnects `client_id` of `tenant` (MQTT 5 clients get DISCONNECT with `reason`, an
+    /// MQTT 5 reason code byte) and, with `discard_session`, drops its session, online or not.
     fn kick(
         &self,
+        tenant: String,
         client_id: String,
         reason: u8,
         discard_session: bool,

@@ -4,7 +4,9 @@
 //! -> Gateway::publish -> engine`, the same entry as an MQTT PUBLISH, so MQTT subscribers see
 //! no difference. Everything an MQTT decoder would refuse is refused here first with 400 and
 //! the field that is wrong, so the engine only sees well-formed messages; for QoS 1 and 2 the
-//! response waits until the engine says the message is durable.
+//! response waits until the engine says the message is durable. A token bound to a tenant
+//! publishes into that tenant, and each topic must pass the tenant's ACL (403
+//! `not_authorized`; in a batch every topic is checked before any message is published).
 
 use crate::auth::PublishAccess;
 use crate::error::ApiError;
@@ -324,7 +326,11 @@ pub(crate) async fn publish(
 ) -> Result<Json<PublishOutcome>, ApiError> {
     let request = message.validate().map_err(|e| e.into_error(""))?;
     tracing::debug!(token = access.token, topic = %request.topic, qos = request.qos, "HTTP publish");
-    let outcomes = state.inner.gateway.publish(vec![request]).await?;
+    let outcomes = state
+        .inner
+        .gateway
+        .publish(access.caller, vec![request])
+        .await?;
     match outcomes.as_slice() {
         [one] => Ok(Json(*one)),
         other => Err(ApiError::internal(format!(
@@ -380,7 +386,7 @@ pub(crate) async fn publish_batch(
             results: Vec::new(),
         }));
     }
-    let results = state.inner.gateway.publish(requests).await?;
+    let results = state.inner.gateway.publish(access.caller, requests).await?;
     if results.len() != count {
         return Err(ApiError::internal(format!(
             "the engine answered {} outcomes for {count} messages",

@@ -1,12 +1,14 @@
 //! `GET /v1/retained`: retained messages for publish-token holders, and the filter checks and
 //! answer shape the admin listing (`GET /v1/admin/retained`) shares.
 //!
-//! Place in the data flow: `query -> filter check (here) -> Gateway::retained -> engine ->
-//! RetainedMessage -> MessageJson`.
+//! Place in the data flow: `query -> filter check (here) -> Gateway::retained (the token's
+//! tenant; a tenant-bound token's ACL must allow subscribing to the filter, else 403
+//! `not_authorized`) -> engine -> RetainedMessage -> MessageJson`.
 
 use crate::auth::PublishAccess;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::gateway::Caller;
 use crate::json::MessageJson;
 use crate::openapi::{AuthErrors, EngineErrors, ParamErrors};
 use crate::publish::MAX_MQTT_STRING;
@@ -56,10 +58,14 @@ pub(crate) fn check_filter(filter: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The retained messages matching `filter`, already checked.
-pub(crate) async fn read(state: &AppState, filter: String) -> Result<Json<RetainedList>, ApiError> {
+/// The retained messages of `caller`'s tenant matching `filter`, already checked.
+pub(crate) async fn read(
+    state: &AppState,
+    caller: Caller,
+    filter: String,
+) -> Result<Json<RetainedList>, ApiError> {
     check_filter(&filter)?;
-    let messages = state.inner.gateway.retained(filter).await?;
+    let messages = state.inner.gateway.retained(caller, filter).await?;
     Ok(Json(RetainedList {
         messages: messages.iter().map(MessageJson::from).collect(),
     }))
@@ -78,14 +84,14 @@ pub(crate) async fn read(state: &AppState, filter: String) -> Result<Json<Retain
     )
 )]
 pub(crate) async fn retained(
-    _access: PublishAccess,
+    access: PublishAccess,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<RetainedQuery>,
 ) -> Result<Json<RetainedList>, ApiError> {
     let filter = query
         .filter
         .ok_or_else(|| ApiError::bad_request("the filter parameter is required"))?;
-    read(&state, filter).await
+    read(&state, access.caller, filter).await
 }
 
 #[cfg(test)]

@@ -210,10 +210,12 @@ fn check(config: &TenantConfig) -> Result<(), ApiError> {
     )
 )]
 pub(crate) async fn list(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
 ) -> Result<Json<TenantList>, ApiError> {
     let mut views = state.inner.gateway.tenants().await?;
+    // A token bound to a tenant sees that tenant only.
+    views.retain(|v| access.check_tenant(&v.config.id).is_ok());
     views.sort_by(|a, b| a.config.id.cmp(&b.config.id));
     Ok(Json(TenantList {
         tenants: views.iter().map(TenantSummary::of).collect(),
@@ -247,6 +249,8 @@ pub(crate) async fn create(
     ),
     ApiError,
 > {
+    // Creating and deleting tenants is the gateway operator's, not a tenant's admin's.
+    access.require_unbound()?;
     check(&config)?;
     tracing::info!(admin_token = access.token, tenant = %config.id, "admin API: creating tenant");
     state.inner.gateway.create_tenant(config.clone()).await?;
@@ -274,10 +278,11 @@ pub(crate) async fn create(
     )
 )]
 pub(crate) async fn show(
-    _access: AdminAccess,
+    access: AdminAccess,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TenantConfig>, ApiError> {
+    access.check_tenant(&id)?;
     state
         .inner
         .gateway
@@ -311,6 +316,7 @@ pub(crate) async fn replace(
     ApiPath(id): ApiPath<String>,
     ApiJson(mut config): ApiJson<TenantConfig>,
 ) -> Result<Json<TenantConfig>, ApiError> {
+    access.check_tenant(&id)?;
     if config.id.is_empty() {
         config.id.clone_from(&id);
     } else if config.id != id {
@@ -346,6 +352,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TenantDeleted>, ApiError> {
+    access.require_unbound()?;
     tracing::info!(admin_token = access.token, tenant = %id, "admin API: deleting tenant");
     Ok(Json(state.inner.gateway.delete_tenant(id).await?))
 }

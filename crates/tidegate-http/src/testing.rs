@@ -7,9 +7,10 @@
 
 use crate::config::HttpConfig;
 use crate::gateway::{
-    BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome, Page,
-    PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery, SubscriptionInfo,
-    Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantSource, TenantView,
+    BoxFuture, Caller, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
+    Page, PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery,
+    SubscriptionInfo, Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantSource,
+    TenantView,
 };
 use crate::state::Http;
 use axum::Router;
@@ -42,6 +43,10 @@ pub(crate) enum Call {
     Client(String),
     Subscriptions(String),
     Sessions(SessionQuery),
+    /// Who a call acts for, recorded before a publish or retained read that is not the plain
+    /// default-tenant caller, and before a call about one client or retained topic of another
+    /// tenant than `default`.
+    As(Caller),
     Kick {
         client_id: String,
         reason: u8,
@@ -85,6 +90,21 @@ impl FakeGateway {
     /// The calls made so far.
     pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Records `caller` when it is not the plain default-tenant one.
+    fn record_caller(&self, caller: &Caller) {
+        if *caller != Caller::unrestricted() {
+            self.calls.lock().unwrap().push(Call::As(caller.clone()));
+        }
+    }
+
+    /// Records `tenant` when it is not `default`.
+    fn record_tenant(&self, tenant: &str) {
+        self.record_caller(&Caller {
+            tenant: tenant.to_owned(),
+            acl: None,
+        });
     }
 
     /// Records `call`, then fails if told to.
@@ -163,9 +183,11 @@ fn starts(value: Option<&str>, prefix: &Option<String>) -> bool {
 impl Gateway for FakeGateway {
     fn publish(
         &self,
+        caller: Caller,
         batch: Vec<PublishRequest>,
     ) -> BoxFuture<'_, Result<Vec<PublishOutcome>, GatewayError>> {
         Box::pin(async move {
+            self.record_caller(&caller);
             self.record(Call::Publish(batch.clone()))?;
             let mut retained = self.retained.lock().unwrap();
             Ok(batch
@@ -190,9 +212,11 @@ impl Gateway for FakeGateway {
 
     fn retained(
         &self,
+        caller: Caller,
         filter: String,
     ) -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>> {
         Box::pin(async move {
+            self.record_caller(&caller);
             self.record(Call::Retained(filter.clone()))?;
             let retained = self.retained.lock().unwrap();
             Ok(retained
@@ -203,8 +227,13 @@ impl Gateway for FakeGateway {
         })
     }
 
-    fn delete_retained(&self, topic: String) -> BoxFuture<'_, Result<bool, GatewayError>> {
+    fn delete_retained(
+        &self,
+        tenant: String,
+        topic: String,
+    ) -> BoxFuture<'_, Result<bool, GatewayError>> {
         Box::pin(async move {
+            self.record_tenant(&tenant);
             self.record(Call::DeleteRetained(topic.clone()))?;
             let mut retained = self.retained.lock().unwrap();
             let before = retained.len();
@@ -229,22 +258,29 @@ impl Gateway for FakeGateway {
         })
     }
 
-    fn client(&self, client_id: String) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
+    fn client(
+        &self,
+        tenant: String,
+        client_id: String,
+    ) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
         Box::pin(async move {
+            self.record_tenant(&tenant);
             self.record(Call::Client(client_id.clone()))?;
             Ok(self
                 .clients
                 .iter()
-                .find(|c| c.client_id == client_id)
+                .find(|c| c.client_id == client_id && c.tenant == tenant)
                 .cloned())
         })
     }
 
     fn subscriptions(
         &self,
+        tenant: String,
         client_id: String,
     ) -> BoxFuture<'_, Result<Option<Vec<SubscriptionInfo>>, GatewayError>> {
         Box::pin(async move {
+            self.record_tenant(&tenant);
             self.record(Call::Subscriptions(client_id.clone()))?;
             Ok(self
                 .subscriptions
@@ -274,20 +310,23 @@ impl Gateway for FakeGateway {
 
     fn kick(
         &self,
+        tenant: String,
         client_id: String,
         reason: u8,
         discard_session: bool,
     ) -> BoxFuture<'_, Result<KickOutcome, GatewayError>> {
         Box::pin(async move {
+            self.record_tenant(&tenant);
             self.record(Call::Kick {
                 client_id: client_id.clone(),
                 reason,
                 discard_session,
             })?;
+            let ours = |id: &str, t: &str| id == client_id && t == tenant;
             Ok(KickOutcome {
-                disconnected: self.clients.iter().any(|c| c.client_id == client_id),
+                disconnected: self.clients.iter().any(|c| ours(&c.client_id, &c.tenant)),
                 session_discarded: discard_session
-                    && self.sessions.iter().any(|s| s.client_id == client_id),
+                    && self.sessions.iter().any(|s| ours(&s.client_id, &s.tenant)),
             })
         })
     }

@@ -9,6 +9,12 @@
 //! channel as MQTT packets, so an HTTP publication is ordered with MQTT ones exactly as if it
 //! came from one more connection, and the engine stays the only owner of the broker.
 //!
+//! Tenants (issue 7): every request names the tenant it acts in, and the engine calls the
+//! broker's per-tenant methods (`publish_api_in`, `retained_matching_in`, `kick_in`, ...). A
+//! caller bound to a tenant's ACL (a `[[http.tokens]]` publish token) is checked here, against
+//! the live registry, before anything reaches the engine: a denied topic or filter is refused
+//! with 0x87 (HTTP 403), and in a batch nothing is published unless every topic is allowed.
+//!
 //! A QoS 1/2 publication is answered when the broker's [`Output::Committed`] for it comes out,
 //! i.e. once the store batch carrying it is written (at once without persistence), the same
 //! moment an MQTT publisher would get its PUBACK.
@@ -24,7 +30,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tidegate_auth::Subject;
 use tidegate_core::{ApiPublish, Broker, ClientView, ConnId, Message};
+use tidegate_http::gateway::{AclIdentity, Caller};
 use tidegate_http::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
     MessageProperties, Page, PublishOutcome, PublishRequest, RetainedMessage, SessionInfo,
@@ -32,9 +40,6 @@ use tidegate_http::{
 };
 use tidegate_protocol::{ProtocolVersion, PublishProperties, QoS, ReasonCode, Utf8};
 use tokio::sync::{mpsc, oneshot};
-
-/// The tenant every client belongs to until tenancy exists.
-pub(crate) const DEFAULT_TENANT: &str = "default";
 
 /// Listener names starting with this are the gateway's own internal sessions (the HTTP stream
 /// hub's tap): they are not listed as clients.
@@ -47,18 +52,21 @@ const MAX_PAGE: usize = 1000;
 /// A request to the engine, with where its answer goes.
 #[derive(Debug)]
 pub(crate) enum ApiRequest {
-    /// Publish each message in order.
+    /// Publish each message in order, into `tenant`.
     Publish {
+        tenant: String,
         batch: Vec<PublishRequest>,
         reply: oneshot::Sender<Result<Vec<PublishOutcome>, GatewayError>>,
     },
-    /// Retained messages matching a filter.
+    /// Retained messages of `tenant` matching a filter.
     Retained {
+        tenant: String,
         filter: String,
         reply: oneshot::Sender<Vec<RetainedMessage>>,
     },
-    /// Delete one retained message.
+    /// Delete one retained message of `tenant`.
     DeleteRetained {
+        tenant: String,
         topic: String,
         reply: oneshot::Sender<bool>,
     },
@@ -67,13 +75,15 @@ pub(crate) enum ApiRequest {
         query: ClientQuery,
         reply: oneshot::Sender<Page<ClientInfo>>,
     },
-    /// One connected client.
+    /// One connected client of `tenant`.
     Client {
+        tenant: String,
         client_id: String,
         reply: oneshot::Sender<Option<ClientInfo>>,
     },
-    /// A session's subscriptions.
+    /// The subscriptions of a session of `tenant`.
     Subscriptions {
+        tenant: String,
         client_id: String,
         reply: oneshot::Sender<Option<Vec<SubscriptionInfo>>>,
     },
@@ -82,8 +92,9 @@ pub(crate) enum ApiRequest {
         query: SessionQuery,
         reply: oneshot::Sender<Page<SessionInfo>>,
     },
-    /// Disconnect a client, maybe drop its session.
+    /// Disconnect a client of `tenant`, maybe drop its session.
     Kick {
+        tenant: String,
         client_id: String,
         reason: ReasonCode,
         discard_session: bool,
@@ -133,55 +144,78 @@ impl ApiState {
         // A send fails only when the caller gave up (e.g. the HTTP client went away): then
         // there is nobody to tell, and what was done stays done.
         match request {
-            ApiRequest::Publish { batch, reply } => self.publish(broker, now, batch, reply),
-            ApiRequest::Retained { filter, reply } => {
+            ApiRequest::Publish {
+                tenant,
+                batch,
+                reply,
+            } => self.publish(broker, now, &tenant, batch, reply),
+            ApiRequest::Retained {
+                tenant,
+                filter,
+                reply,
+            } => {
                 let messages = broker
-                    .retained_matching(now, &filter)
+                    .retained_matching_in(now, &tenant, &filter)
                     .iter()
                     .map(|m| retained_message(m, now))
                     .collect();
                 let _ = reply.send(messages);
             }
-            ApiRequest::DeleteRetained { topic, reply } => {
-                let _ = reply.send(broker.delete_retained(&topic));
+            ApiRequest::DeleteRetained {
+                tenant,
+                topic,
+                reply,
+            } => {
+                let _ = reply.send(broker.delete_retained_in(&tenant, &topic));
             }
             ApiRequest::Clients { query, reply } => {
                 let _ = reply.send(clients_page(broker, traffic, now, &query));
             }
-            ApiRequest::Client { client_id, reply } => {
+            ApiRequest::Client {
+                tenant,
+                client_id,
+                reply,
+            } => {
                 let info = broker
-                    .conn_of(&client_id)
+                    .conn_of_in(&tenant, &client_id)
                     .and_then(|conn| broker.client_view(conn))
                     .filter(|v| !v.listener.starts_with(INTERNAL_LISTENER))
                     .map(|v| client_info(&v, traffic, now));
                 let _ = reply.send(info);
             }
-            ApiRequest::Subscriptions { client_id, reply } => {
-                let subs = broker.subscription_views(&client_id).map(|views| {
-                    views
-                        .into_iter()
-                        .map(|s| SubscriptionInfo {
-                            filter: s.filter,
-                            qos: s.qos as u8,
-                            no_local: s.no_local,
-                            retain_as_published: s.retain_as_published,
-                            retain_handling: s.retain_handling as u8,
-                            identifier: s.identifier,
-                        })
-                        .collect()
-                });
+            ApiRequest::Subscriptions {
+                tenant,
+                client_id,
+                reply,
+            } => {
+                let subs = broker
+                    .subscription_views_in(&tenant, &client_id)
+                    .map(|views| {
+                        views
+                            .into_iter()
+                            .map(|s| SubscriptionInfo {
+                                filter: s.filter,
+                                qos: s.qos as u8,
+                                no_local: s.no_local,
+                                retain_as_published: s.retain_as_published,
+                                retain_handling: s.retain_handling as u8,
+                                identifier: s.identifier,
+                            })
+                            .collect()
+                    });
                 let _ = reply.send(subs);
             }
             ApiRequest::Sessions { query, reply } => {
                 let _ = reply.send(sessions_page(broker, now, &query));
             }
             ApiRequest::Kick {
+                tenant,
                 client_id,
                 reason,
                 discard_session,
                 reply,
             } => {
-                let done = broker.kick(now, &client_id, reason, discard_session);
+                let done = broker.kick_in(now, &tenant, &client_id, reason, discard_session);
                 let _ = reply.send(KickOutcome {
                     disconnected: done.disconnected,
                     session_discarded: done.session_discarded,
@@ -214,6 +248,7 @@ impl ApiState {
         &mut self,
         broker: &mut Broker,
         now: Instant,
+        tenant: &str,
         batch: Vec<PublishRequest>,
         reply: oneshot::Sender<Result<Vec<PublishOutcome>, GatewayError>>,
     ) {
@@ -229,7 +264,7 @@ impl ApiState {
                     return self.forget_tokens(&tokens);
                 }
             };
-            match broker.publish_api(now, publish) {
+            match broker.publish_api_in(now, tenant, publish) {
                 Ok(accepted) => {
                     outcomes.push(PublishOutcome {
                         matched: accepted.matched,
@@ -245,7 +280,10 @@ impl ApiState {
                         ReasonCode::RetainNotSupported => "retain is not available",
                         ReasonCode::QoSNotSupported => "QoS above the gateway's maximum",
                         ReasonCode::TopicNameInvalid => "topic name invalid or beyond limits",
-                        ReasonCode::QuotaExceeded => "the store is failing; try again later",
+                        ReasonCode::QuotaExceeded => {
+                            "over a quota of the tenant (retained messages: routed, not \
+                             retained), or the store is failing; try again later"
+                        }
                         _ => "publication refused",
                     };
                     let _ = reply.send(Err(refusal(i, refused.reason, message)));
@@ -407,7 +445,7 @@ fn client_info(
     let (bytes_in, bytes_out, messages_in, messages_out) = traffic(v.conn);
     ClientInfo {
         client_id: v.client_id.to_string(),
-        tenant: DEFAULT_TENANT.to_owned(),
+        tenant: v.tenant.to_string(),
         address: v.peer.map(|p| p.to_string()),
         listener: v.listener.to_string(),
         protocol_version: version_name(v.version).to_owned(),
@@ -451,8 +489,21 @@ fn paginate<T>(mut items: Vec<(String, T)>, cursor: Option<&str>, limit: Option<
     }
 }
 
-fn tenant_matches(tenant: Option<&str>) -> bool {
-    tenant.is_none_or(|t| t == DEFAULT_TENANT)
+/// Whether a listing's tenant filter admits `tenant` (no filter: every tenant).
+fn tenant_matches(filter: Option<&str>, tenant: &str) -> bool {
+    filter.is_none_or(|t| t == tenant)
+}
+
+/// The key listings are sorted and paged by (the cursor): the client id, followed by the tenant
+/// outside the default one, so the same id in two tenants gives two entries in a stable order
+/// and the default tenant's cursors are the client ids they always were. U+001F cannot be in a
+/// client id (the broker refuses it), so the key is unambiguous.
+fn listing_key(client_id: &str, tenant: &str) -> String {
+    if tenant == tidegate_auth::DEFAULT_TENANT_ID {
+        client_id.to_owned()
+    } else {
+        format!("{client_id}\u{1F}{tenant}")
+    }
 }
 
 fn clients_page(
@@ -461,58 +512,57 @@ fn clients_page(
     now: Instant,
     q: &ClientQuery,
 ) -> Page<ClientInfo> {
-    let items = if tenant_matches(q.tenant.as_deref()) {
-        broker
-            .client_views()
-            .filter(|v| !v.listener.starts_with(INTERNAL_LISTENER))
-            .filter(|v| q.listener.as_deref().is_none_or(|l| *v.listener == *l))
-            .filter(|v| {
-                q.client_id_prefix
-                    .as_deref()
-                    .is_none_or(|p| v.client_id.starts_with(p))
+    let items = broker
+        .client_views()
+        .filter(|v| !v.listener.starts_with(INTERNAL_LISTENER))
+        .filter(|v| tenant_matches(q.tenant.as_deref(), &v.tenant))
+        .filter(|v| q.listener.as_deref().is_none_or(|l| *v.listener == *l))
+        .filter(|v| {
+            q.client_id_prefix
+                .as_deref()
+                .is_none_or(|p| v.client_id.starts_with(p))
+        })
+        .filter(|v| {
+            q.address.as_deref().is_none_or(|a| {
+                v.peer
+                    .is_some_and(|p| p.to_string().starts_with(a) || p.ip().to_string() == a)
             })
-            .filter(|v| {
-                q.address.as_deref().is_none_or(|a| {
-                    v.peer
-                        .is_some_and(|p| p.to_string().starts_with(a) || p.ip().to_string() == a)
-                })
-            })
-            .map(|v| (v.client_id.to_string(), client_info(&v, traffic, now)))
-            .collect()
-    } else {
-        Vec::new()
-    };
+        })
+        .map(|v| {
+            (
+                listing_key(&v.client_id, &v.tenant),
+                client_info(&v, traffic, now),
+            )
+        })
+        .collect();
     paginate(items, q.cursor.as_deref(), q.limit)
 }
 
 fn sessions_page(broker: &Broker, now: Instant, q: &SessionQuery) -> Page<SessionInfo> {
-    let items = if tenant_matches(q.tenant.as_deref()) {
-        broker
-            .session_views()
-            .filter(|s| !s.client_id.starts_with(TAP_CLIENT_PREFIX))
-            .filter(|s| {
-                q.client_id_prefix
-                    .as_deref()
-                    .is_none_or(|p| s.client_id.starts_with(p))
-            })
-            .filter(|s| q.online.is_none_or(|online| online == s.conn.is_some()))
-            .map(|s| {
-                let info = SessionInfo {
-                    client_id: s.client_id.to_string(),
-                    tenant: DEFAULT_TENANT.to_owned(),
-                    online: s.conn.is_some(),
-                    expiry_interval: s.expiry_interval,
-                    expires_at_ms: s.expires_at.map(|at| unix_ms(at, now)),
-                    queued: s.queued,
-                    inflight: s.inflight,
-                    subscriptions: s.subscriptions,
-                };
-                (s.client_id.to_string(), info)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let items = broker
+        .session_views()
+        .filter(|s| !s.client_id.starts_with(TAP_CLIENT_PREFIX))
+        .filter(|s| tenant_matches(q.tenant.as_deref(), &s.tenant))
+        .filter(|s| {
+            q.client_id_prefix
+                .as_deref()
+                .is_none_or(|p| s.client_id.starts_with(p))
+        })
+        .filter(|s| q.online.is_none_or(|online| online == s.conn.is_some()))
+        .map(|s| {
+            let info = SessionInfo {
+                client_id: s.client_id.to_string(),
+                tenant: s.tenant.to_string(),
+                online: s.conn.is_some(),
+                expiry_interval: s.expiry_interval,
+                expires_at_ms: s.expires_at.map(|at| unix_ms(at, now)),
+                queued: s.queued,
+                inflight: s.inflight,
+                subscriptions: s.subscriptions,
+            };
+            (listing_key(&s.client_id, &s.tenant), info)
+        })
+        .collect();
     paginate(items, q.cursor.as_deref(), q.limit)
 }
 
@@ -573,6 +623,53 @@ impl GatewayHandle {
         Ok(views)
     }
 
+    /// Checks every topic (`publish`) or filter against `caller`'s tenant ACL when the caller is
+    /// bound to one: 0x87 for the first one denied, or when its tenant no longer exists.
+    fn check_acl<'a>(
+        &self,
+        caller: &Caller,
+        publish: bool,
+        topics: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), GatewayError> {
+        let Some(AclIdentity {
+            username,
+            client_id,
+        }) = &caller.acl
+        else {
+            return Ok(());
+        };
+        let refused = |message: String| GatewayError::Refused {
+            reason: ReasonCode::NotAuthorized.as_u8(),
+            message,
+        };
+        let registry = self.tenants.registry().current();
+        let Some(tenant) = registry.get(&caller.tenant) else {
+            return Err(refused(format!(
+                "the token's tenant {:?} does not exist",
+                caller.tenant
+            )));
+        };
+        let who = Subject {
+            username: username.as_deref(),
+            client_id,
+        };
+        for topic in topics {
+            let permission = if publish {
+                tenant.acl().check_publish(&who, topic)
+            } else {
+                tenant.acl().check_subscribe(&who, topic)
+            };
+            if !permission.is_allowed() {
+                let what = if publish { "publish to" } else { "read" };
+                return Err(refused(format!(
+                    "the ACL of tenant {:?} does not let this token {what} {topic:?}",
+                    caller.tenant
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `request` built around a fresh reply channel and waits for the answer.
     async fn ask<T>(
         &self,
@@ -590,38 +687,83 @@ impl GatewayHandle {
 impl Gateway for GatewayHandle {
     fn publish(
         &self,
+        caller: Caller,
         batch: Vec<PublishRequest>,
     ) -> BoxFuture<'_, Result<Vec<PublishOutcome>, GatewayError>> {
         Box::pin(async move {
-            self.ask(|reply| ApiRequest::Publish { batch, reply })
-                .await?
+            self.check_acl(&caller, true, batch.iter().map(|m| m.topic.as_str()))
+                .map_err(|e| match e {
+                    GatewayError::Refused { reason, message } => GatewayError::Refused {
+                        reason,
+                        message: format!("{message}; nothing was published"),
+                    },
+                    other => other,
+                })?;
+            let tenant = caller.tenant;
+            self.ask(|reply| ApiRequest::Publish {
+                tenant,
+                batch,
+                reply,
+            })
+            .await?
         })
     }
 
     fn retained(
         &self,
+        caller: Caller,
         filter: String,
     ) -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>> {
-        Box::pin(self.ask(|reply| ApiRequest::Retained { filter, reply }))
+        Box::pin(async move {
+            self.check_acl(&caller, false, [filter.as_str()])?;
+            let tenant = caller.tenant;
+            self.ask(|reply| ApiRequest::Retained {
+                tenant,
+                filter,
+                reply,
+            })
+            .await
+        })
     }
 
-    fn delete_retained(&self, topic: String) -> BoxFuture<'_, Result<bool, GatewayError>> {
-        Box::pin(self.ask(|reply| ApiRequest::DeleteRetained { topic, reply }))
+    fn delete_retained(
+        &self,
+        tenant: String,
+        topic: String,
+    ) -> BoxFuture<'_, Result<bool, GatewayError>> {
+        Box::pin(self.ask(|reply| ApiRequest::DeleteRetained {
+            tenant,
+            topic,
+            reply,
+        }))
     }
 
     fn clients(&self, query: ClientQuery) -> BoxFuture<'_, Result<Page<ClientInfo>, GatewayError>> {
         Box::pin(self.ask(|reply| ApiRequest::Clients { query, reply }))
     }
 
-    fn client(&self, client_id: String) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
-        Box::pin(self.ask(|reply| ApiRequest::Client { client_id, reply }))
+    fn client(
+        &self,
+        tenant: String,
+        client_id: String,
+    ) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
+        Box::pin(self.ask(|reply| ApiRequest::Client {
+            tenant,
+            client_id,
+            reply,
+        }))
     }
 
     fn subscriptions(
         &self,
+        tenant: String,
         client_id: String,
     ) -> BoxFuture<'_, Result<Option<Vec<SubscriptionInfo>>, GatewayError>> {
-        Box::pin(self.ask(|reply| ApiRequest::Subscriptions { client_id, reply }))
+        Box::pin(self.ask(|reply| ApiRequest::Subscriptions {
+            tenant,
+            client_id,
+            reply,
+        }))
     }
 
     fn sessions(
@@ -633,6 +775,7 @@ impl Gateway for GatewayHandle {
 
     fn kick(
         &self,
+        tenant: String,
         client_id: String,
         reason: u8,
         discard_session: bool,
@@ -643,6 +786,7 @@ impl Gateway for GatewayHandle {
                 message: format!("0x{reason:02X} is not an MQTT reason code"),
             })?;
             self.ask(|reply| ApiRequest::Kick {
+                tenant,
                 client_id,
                 reason,
                 discard_session,
@@ -759,6 +903,23 @@ mod tests {
         let last = paginate(items, second.next_cursor.as_deref(), Some(2));
         assert_eq!(last.items, [4]);
         assert_eq!(last.next_cursor, None);
+    }
+
+    #[test]
+    fn listing_keys_keep_default_cursors_and_separate_tenants() {
+        assert_eq!(listing_key("phone", "default"), "phone");
+        let acme = listing_key("phone", "acme");
+        assert_ne!(acme, "phone");
+        let mut keys = vec![
+            acme.clone(),
+            listing_key("phone-2", "default"),
+            "phone".into(),
+        ];
+        keys.sort();
+        assert_eq!(keys, ["phone", acme.as_str(), "phone-2"]);
+        assert!(tenant_matches(None, "acme"));
+        assert!(tenant_matches(Some("acme"), "acme"));
+        assert!(!tenant_matches(Some("default"), "acme"));
     }
 
     #[test]

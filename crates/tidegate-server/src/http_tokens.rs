@@ -47,10 +47,11 @@ pub enum TokenError {
     Random,
 }
 
-/// Fills `config`'s token lists from the file (or new tokens) when both are empty; returns
+/// Fills `config`'s token lists from the file (or new tokens) when it names no token at all
+/// (neither list nor `[[http.tokens]]`); returns
 /// the path used, or `None` when the configuration names tokens itself.
 pub fn ensure(config: &mut HttpConfig, data_dir: &Path) -> Result<Option<PathBuf>, TokenError> {
-    if !config.publish_tokens.is_empty() || !config.admin_tokens.is_empty() {
+    if config.has_tokens() {
         return Ok(None);
     }
     let path = data_dir.join(FILE);

@@ -5,13 +5,19 @@
 //! consistent snapshot, gauges computed from the state itself); the shell's are atomics read
 //! here. Written by hand: the format is a few lines per family, and a registry would only copy
 //! numbers we already hold.
+//!
+//! Per tenant (issue 7): the `tidegate_tenant_*` families come from
+//! [`Broker::tenant_stats`], one sample per tenant the broker has seen (a tenant stays listed
+//! after its last client leaves, so its counters keep counting up). The gateway's own HTTP tap
+//! lives in the default tenant and is not counted there, as it is not counted globally.
 
 use crate::api::INTERNAL_LISTENER;
 use crate::stats::Stats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
-use tidegate_core::{Broker, DisconnectSide, LATENCY_BUCKETS_US, ReasonCounts};
+use tidegate_core::{Broker, DisconnectSide, LATENCY_BUCKETS_US, ReasonCounts, TenantCounters};
 use tidegate_protocol::{ProtocolVersion, ReasonCode};
 
 /// What the metrics need from the broker, taken in the engine task.
@@ -25,6 +31,8 @@ pub(crate) struct Snapshot {
     pub(crate) connections: BTreeMap<(String, &'static str), usize>,
     /// The gateway's own internal sessions (the HTTP stream tap), not clients.
     pub(crate) internal_connections: usize,
+    /// Counters and gauges per tenant id, the internal sessions taken out of their tenant's.
+    pub(crate) tenants: BTreeMap<Arc<str>, TenantCounters>,
 }
 
 impl Snapshot {
@@ -32,9 +40,15 @@ impl Snapshot {
     pub(crate) fn of(broker: &Broker) -> Snapshot {
         let mut connections = BTreeMap::new();
         let mut internal = 0;
+        let mut tenants = broker.tenant_stats();
         for v in broker.client_views() {
             if v.listener.starts_with(INTERNAL_LISTENER) {
                 internal += 1;
+                if let Some(t) = tenants.get_mut(&v.tenant) {
+                    // A tap is one connection holding one session.
+                    t.connections = t.connections.saturating_sub(1);
+                    t.sessions = t.sessions.saturating_sub(1);
+                }
                 continue;
             }
             *connections
@@ -46,6 +60,7 @@ impl Snapshot {
             reasons: broker.reason_counts().clone(),
             connections,
             internal_connections: internal,
+            tenants,
         }
     }
 }
@@ -340,6 +355,8 @@ pub(crate) fn render(s: &Snapshot, shell: &Stats, uptime: Duration) -> String {
         b.queued_in_memory,
     );
 
+    render_tenants(&mut e, &s.tenants);
+
     let h = &b.delivery_latency;
     let name = "tidegate_publish_to_deliver_seconds";
     e.family(
@@ -357,6 +374,105 @@ pub(crate) fn render(s: &Snapshot, shell: &Stats, uptime: Duration) -> String {
     e.sample(&format!("{name}_sum"), &[], h.sum_us as f64 / 1e6);
     e.sample(&format!("{name}_count"), &[], h.count);
     e.out
+}
+
+/// A gauge held as `usize`, as a sample value.
+fn gauge(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// The `tidegate_tenant_*` families, one sample (or one per label value) per tenant.
+fn render_tenants(e: &mut Exposition, tenants: &BTreeMap<Arc<str>, TenantCounters>) {
+    type Value = fn(&TenantCounters) -> u64;
+    let simple: [(&str, &str, &str, Value); 7] = [
+        (
+            "tidegate_tenant_connections",
+            "gauge",
+            "Connected MQTT clients (past CONNACK) by tenant.",
+            |t| gauge(t.connections),
+        ),
+        (
+            "tidegate_tenant_sessions",
+            "gauge",
+            "Sessions held, online or not, by tenant.",
+            |t| gauge(t.sessions),
+        ),
+        (
+            "tidegate_tenant_subscriptions",
+            "gauge",
+            "Subscriptions held by tenant.",
+            |t| gauge(t.subscriptions),
+        ),
+        (
+            "tidegate_tenant_retained_messages",
+            "gauge",
+            "Retained messages held by tenant.",
+            |t| gauge(t.retained),
+        ),
+        (
+            "tidegate_tenant_retained_bytes",
+            "gauge",
+            "Payload bytes of the retained messages held, by tenant.",
+            |t| t.retained_bytes,
+        ),
+        (
+            "tidegate_tenant_messages_received_total",
+            "counter",
+            "Application messages accepted and routed (MQTT and HTTP publishers, wills), by tenant.",
+            |t| t.messages_in,
+        ),
+        (
+            "tidegate_tenant_credentials_expired_total",
+            "counter",
+            "Connections closed because their credentials expired (DISCONNECT 0xA0), by tenant.",
+            |t| t.credentials_expired,
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        e.family(name, kind, help);
+        for (id, t) in tenants {
+            e.sample(name, &[("tenant", id)], value(t));
+        }
+    }
+    let name = "tidegate_tenant_denied_total";
+    e.family(
+        name,
+        "counter",
+        "PUBLISH (and wills) and SUBSCRIBE filters refused by the tenant's ACL, by tenant and action.",
+    );
+    for (id, t) in tenants {
+        e.sample(
+            name,
+            &[("tenant", id), ("action", "publish")],
+            t.denied_publish,
+        );
+        e.sample(
+            name,
+            &[("tenant", id), ("action", "subscribe")],
+            t.denied_subscribe,
+        );
+    }
+    let name = "tidegate_tenant_quota_refusals_total";
+    e.family(
+        name,
+        "counter",
+        "Refusals by a tenant quota, by tenant and quota (0x97 / 0x96 in MQTT 5).",
+    );
+    for (id, t) in tenants {
+        let q = &t.quota;
+        for (quota, count) in [
+            ("connections", q.connections),
+            ("sessions", q.sessions),
+            ("subscriptions", q.subscriptions),
+            ("retained_messages", q.retained_messages),
+            ("retained_bytes", q.retained_bytes),
+            ("client_rate", q.client_rate),
+            ("tenant_rate", q.tenant_rate),
+            ("queued_messages", q.queued_messages),
+        ] {
+            e.sample(name, &[("tenant", id), ("quota", quota)], count);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,6 +515,7 @@ mod tests {
                 properties: ConnectProperties::default(),
             })),
         );
+        broker.set_tenant_limits(now, "acme", Default::default());
         let shell = Stats::default();
         shell.count_auth_failure("acme", "bad_password");
         shell.count_auth_failure("acme", "bad_password");
@@ -413,6 +530,17 @@ mod tests {
         assert!(text.contains("tidegate_connections{listener=\"tcp:x\",protocol=\"5.0\"} 1"));
         assert!(text.contains("tidegate_connects_total{reason=\"0x00_success\"} 1"));
         assert!(text.contains("tidegate_publish_to_deliver_seconds_bucket{le=\"+Inf\"} 0"));
+        assert!(text.contains("tidegate_tenant_connections{tenant=\"default\"} 1"));
+        assert!(text.contains("tidegate_tenant_connections{tenant=\"acme\"} 0"));
+        assert!(text.contains("tidegate_tenant_sessions{tenant=\"default\"} 1"));
+        assert!(text.contains(
+            "tidegate_tenant_quota_refusals_total{tenant=\"acme\",quota=\"client_rate\"} 0"
+        ));
+        assert!(
+            text.contains(
+                "tidegate_tenant_denied_total{tenant=\"default\",action=\"subscribe\"} 0"
+            )
+        );
         let mut declared = std::collections::HashSet::new();
         let mut current = String::new();
         for line in text.lines() {

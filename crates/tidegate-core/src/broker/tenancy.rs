@@ -22,8 +22,9 @@
 //!   still routed to current subscribers but not stored, and a v5 QoS 1/2 publisher gets
 //!   PUBACK/PUBREC 0x97 (3.1.1: a plain acknowledgement); inbound messages per second per client
 //!   and per tenant (token buckets holding one second's worth) → a QoS 1/2 PUBLISH over the
-//!   rate is not routed and gets 0x96 in v5, and in 3.1.1 (plain acknowledgement) and at QoS 0
-//!   it is dropped. Maximum packet size: announced in the v5 CONNACK (the smaller of the
+//!   rate is not routed and gets PUBACK/PUBREC 0x97 (Quota exceeded) in v5 — 0x96 (Message
+//!   rate too high) is a DISCONNECT code, which an acknowledgement may not carry — and in 3.1.1
+//!   (plain acknowledgement) and at QoS 0 it is dropped. Maximum packet size: announced in the v5 CONNACK (the smaller of the
 //!   tenant's and the gateway's); the shell's decoder enforces it. Every refusal is counted in
 //!   [`TenantCounters`](super::TenantCounters) ([`Broker::tenant_stats`]).
 //! - **Credential expiry** ([`Authorized::expires_at`]): a timer per connection; when it
@@ -181,14 +182,14 @@ impl Broker {
                 && rate.try_take(now, 1).is_err()
             {
                 tenant.counters.quota.client_rate += 1;
-                return Err(ReasonCode::MessageRateTooHigh);
+                return Err(ReasonCode::QuotaExceeded);
             }
         }
         if let Some(rate) = &mut tenant.rate
             && rate.try_take(now, 1).is_err()
         {
             tenant.counters.quota.tenant_rate += 1;
-            return Err(ReasonCode::MessageRateTooHigh);
+            return Err(ReasonCode::QuotaExceeded);
         }
         Ok(())
     }

@@ -272,6 +272,15 @@ impl World {
             }
             _ => {}
         }
+        // Whatever the broker decides must be something the codec can put on the wire (a
+        // reason code a packet type does not allow would be dropped by the shell's encoder).
+        let version = c.version.unwrap_or(ProtocolVersion::V311);
+        let mut wire = bytes::BytesMut::new();
+        if let Err(e) = tidegate_protocol::encode(&packet, version, &mut wire) {
+            panic!(
+                "broker sent {packet:?} to {id:?}, which cannot be encoded for {version:?}: {e}"
+            );
+        }
         c.sent_any = true;
         c.inbox.push_back(packet);
     }

@@ -79,10 +79,11 @@ pub(crate) struct PollMessage {
     )
 )]
 pub(crate) async fn poll(
-    _access: PublishAccess,
+    access: PublishAccess,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PollResponse>, ApiError> {
+    access.require_unbound_stream()?;
     let inner = &state.inner;
     let params = StreamParams::parse(query.as_deref())?;
     let filters = check_filters(params.filters, inner.config.max_filters)?;

@@ -67,11 +67,12 @@ const LAST_EVENT_ID: &str = "last-event-id";
     )
 )]
 pub(crate) async fn subscribe(
-    _access: PublishAccess,
+    access: PublishAccess,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
+    access.require_unbound_stream()?;
     let inner = &state.inner;
     let params = StreamParams::parse(query.as_deref())?;
     let filters = check_filters(params.filters, inner.config.max_filters)?;

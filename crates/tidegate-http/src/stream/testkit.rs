@@ -7,9 +7,9 @@
 
 use crate::config::HttpConfig;
 use crate::gateway::{
-    BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome, Page,
-    PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery, SubscriptionInfo,
-    Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantView,
+    BoxFuture, Caller, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
+    Page, PublishOutcome, PublishRequest, RetainedMessage, SessionInfo, SessionQuery,
+    SubscriptionInfo, Tap, TapCommand, TapMessage, TenantDeleted, TenantError, TenantView,
 };
 use crate::state::Http;
 use axum::Router;
@@ -60,17 +60,23 @@ fn unavailable<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, GatewayError>> {
 impl Gateway for FakeGateway {
     fn publish(
         &self,
+        _caller: Caller,
         _batch: Vec<PublishRequest>,
     ) -> BoxFuture<'_, Result<Vec<PublishOutcome>, GatewayError>> {
         unavailable()
     }
     fn retained(
         &self,
+        _caller: Caller,
         _filter: String,
     ) -> BoxFuture<'_, Result<Vec<RetainedMessage>, GatewayError>> {
         unavailable()
     }
-    fn delete_retained(&self, _topic: String) -> BoxFuture<'_, Result<bool, GatewayError>> {
+    fn delete_retained(
+        &self,
+        _tenant: String,
+        _topic: String,
+    ) -> BoxFuture<'_, Result<bool, GatewayError>> {
         unavailable()
     }
     fn clients(
@@ -79,11 +85,16 @@ impl Gateway for FakeGateway {
     ) -> BoxFuture<'_, Result<Page<ClientInfo>, GatewayError>> {
         unavailable()
     }
-    fn client(&self, _id: String) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
+    fn client(
+        &self,
+        _tenant: String,
+        _id: String,
+    ) -> BoxFuture<'_, Result<Option<ClientInfo>, GatewayError>> {
         unavailable()
     }
     fn subscriptions(
         &self,
+        _tenant: String,
         _id: String,
     ) -> BoxFuture<'_, Result<Option<Vec<SubscriptionInfo>>, GatewayError>> {
         unavailable()
@@ -96,6 +107,7 @@ impl Gateway for FakeGateway {
     }
     fn kick(
         &self,
+        _tenant: String,
         _id: String,
         _reason: u8,
         _discard: bool,

@@ -10,6 +10,7 @@ pub(crate) mod certs;
 pub(crate) mod http;
 pub(crate) mod inproc;
 pub(crate) mod raw;
+pub(crate) mod tenants;
 pub(crate) mod v4;
 pub(crate) mod v5;
 

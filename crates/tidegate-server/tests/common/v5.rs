@@ -10,7 +10,7 @@ use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnectReturnCode, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet,
-    Publish, PublishProperties, SubscribeProperties, SubscribeReasonCode,
+    PubAckReason, Publish, PublishProperties, SubscribeProperties, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use tokio::sync::mpsc;
@@ -237,6 +237,36 @@ impl Client {
                 .await
             }
         }
+    }
+
+    /// Publishes at QoS 1 and returns the reason code of its PUBACK (rumqttc reports a refusal
+    /// as an ordinary PUBACK event, so a refused publication does not end the connection).
+    pub(crate) async fn publish_acked(
+        &mut self,
+        topic: &str,
+        retain: bool,
+        payload: &[u8],
+    ) -> PubAckReason {
+        self.client
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                retain,
+                Bytes::copy_from_slice(payload),
+            )
+            .await
+            .expect("queue PUBLISH");
+        let pkid = self
+            .wait_for("the PUBLISH to be written", |e| match e {
+                Event::Outgoing(Outgoing::Publish(pkid)) => Some(*pkid),
+                _ => None,
+            })
+            .await;
+        self.wait_for("PUBACK", |e| match e {
+            Event::Incoming(Packet::PubAck(ack)) if ack.pkid == pkid => Some(ack.reason),
+            _ => None,
+        })
+        .await
     }
 
     /// The next PUBLISH from the server.
