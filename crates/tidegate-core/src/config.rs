@@ -64,6 +64,10 @@ pub struct BrokerConfig {
     /// its queue stays in the store and is loaded as this window drains (an offline session
     /// keeps none). Default 128. Ignored without persistence (everything is in memory).
     pub queue_memory_window: usize,
+    /// How often each tenant with at least one session gets its `$SYS/broker/...` statistics
+    /// published (retained, QoS 0, that tenant's figures only); zero turns them off. Default
+    /// 10 s. See the broker's `sys` module for the topics.
+    pub sys_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +92,7 @@ impl Default for BrokerConfig {
             subscription_identifiers: true,
             max_retained_messages: 1_000_000,
             queue_memory_window: 128,
+            sys_interval: Duration::from_secs(10),
         }
     }
 }

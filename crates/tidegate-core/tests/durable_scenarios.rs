@@ -22,6 +22,8 @@ mod retained;
 mod sessions;
 #[path = "shared.rs"]
 mod shared;
+#[path = "sys_topics.rs"]
+mod sys_topics;
 #[path = "tenancy.rs"]
 mod tenancy;
 #[path = "v5_features.rs"]

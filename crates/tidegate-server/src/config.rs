@@ -241,6 +241,9 @@ pub struct Limits {
     /// (and counted); any other packet closes the connection as a slow consumer, so the broker
     /// never waits for one client.
     pub max_outbound_queue: usize,
+    /// Every this many seconds each tenant with a session gets its `$SYS/broker/...`
+    /// statistics published (retained, its own figures only); 0 turns them off.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -262,6 +265,7 @@ impl Default for Limits {
             max_qos: core.max_qos.as_u8(),
             max_connections: 1_000_000,
             max_outbound_queue: 1024,
+            sys_interval_secs: core.sys_interval.as_secs(),
         }
     }
 }
@@ -357,6 +361,7 @@ impl Limits {
             max_keep_alive: (self.max_keep_alive_secs != 0).then_some(self.max_keep_alive_secs),
             // validate() refuses anything but 0..=2; the fallback only keeps this total.
             max_qos: QoS::from_u8(self.max_qos).unwrap_or(QoS::ExactlyOnce),
+            sys_interval: Duration::from_secs(self.sys_interval_secs),
             ..BrokerConfig::default()
         }
     }
@@ -610,6 +615,7 @@ mod tests {
         assert_eq!(config.limits.max_outbound_queue, 1024);
         assert_eq!(config.limits.max_keep_alive_secs, 0);
         assert_eq!(config.limits.max_qos, 2);
+        assert_eq!(config.limits.sys_interval_secs, 10);
         assert_eq!(config.shutdown.grace_period(), Duration::from_secs(5));
         assert_eq!(config.shutdown.server_reference().unwrap(), None);
         assert_eq!(config.log.format, LogFormat::Text);
@@ -648,6 +654,7 @@ mod tests {
             max_qos = 1
             max_connections = 100
             max_outbound_queue = 16
+            sys_interval_secs = 0
             [shutdown]
             grace_period_ms = 250
             server_reference = "other.example:1883"
@@ -675,6 +682,7 @@ mod tests {
         assert_eq!(core.max_session_expiry, 80);
         assert_eq!(core.max_keep_alive, Some(90));
         assert_eq!(core.max_qos, QoS::AtLeastOnce);
+        assert_eq!(core.sys_interval, Duration::ZERO);
         assert_eq!(config.limits.max_connections, 100);
         assert_eq!(config.limits.max_outbound_queue, 16);
         assert_eq!(config.shutdown.grace_period(), Duration::from_millis(250));

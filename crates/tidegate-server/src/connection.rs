@@ -18,8 +18,8 @@
 //! is allocated only once the socket is readable ([`Transport::poll_read_ready`]) and released
 //! as soon as every byte is decoded; the write buffer is released once written; the outbox is
 //! empty and unallocated; no timer exists (keep alive and CONNECT timeouts live in the broker).
-//! What remains is the task itself, whose future measures 584 bytes on TCP and Unix sockets,
-//! 720 on WebSocket and about 1.8 KiB on TLS, whose rustls state is inline (checked per
+//! What remains is the task itself, whose future measures 608 bytes on TCP and Unix sockets,
+//! 760 on WebSocket and about 1.8 KiB on TLS, whose rustls state is inline (checked per
 //! transport by the test `connection_future_stays_small`: no `Packet` is held across an
 //! await, rare paths' timers and waits are boxed), plus the socket and a small [`Outbox`].
 //!
@@ -34,6 +34,14 @@
 //! connection closes. A v5 CONNECT asking for enhanced authentication goes to the broker as it
 //! is (0x8C).
 //!
+//! A client of a tenant with byte rates or a packet size limit gets a [`ReaderQuota`] with its
+//! accepted CONNECT (see [`crate::throttle`]): from then on the decoder's limit is the smaller
+//! of the gateway's and the tenant's `max_packet_size`, and each read batch is paid for in the
+//! client's and the tenant's byte buckets before it is decoded; while a bucket is short the
+//! task neither decodes nor reads (one boxed timer, armed only then), so TCP flow control
+//! slows the client, and it keeps writing and obeying the hard stop. Bytes read in the same
+//! batch as the CONNECT are not charged.
+//!
 //! End of a connection: EOF or an IO error tells the engine `Closed`; a decode error tells it
 //! `DecodeError`, stops reading and keeps writing until the engine orders the close (the
 //! broker first sends a DISCONNECT or CONNACK with the error's reason code) or
@@ -47,6 +55,7 @@ use crate::engine::EngineEvent;
 use crate::listener::ConnPermit;
 use crate::outbox::{CloseMode, Outbox};
 use crate::stats::Stats;
+use crate::throttle::ReaderQuota;
 use crate::transport::Transport;
 use crate::transport::ws::FrameError;
 use bytes::{Buf, BytesMut};
@@ -58,7 +67,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tidegate_core::{ConnId, ConnInfo};
 use tidegate_protocol::{
     ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Utf8,
@@ -204,11 +213,22 @@ enum DecodeStop {
     Stopped,
 }
 
+/// How decoding a read batch ended, for the select loop.
+#[derive(Debug)]
+enum Decoded {
+    /// Everything complete was decoded; keep reading.
+    All,
+    /// Undecodable bytes: reading stopped, the engine was told, the drain timer is due.
+    Failed,
+    /// Authentication refused the CONNECT: flush its CONNACK and close.
+    Refused,
+}
+
 /// What one turn of the socket poll did.
 #[derive(Debug)]
 enum IoEvent {
-    /// Bytes were appended to the read buffer; `filled` if they filled all its spare room.
-    Read { filled: bool },
+    /// `n` bytes were appended to the read buffer; `filled` if they filled all its spare room.
+    Read { n: usize, filled: bool },
     /// Everything buffered was written and flushed.
     Flushed,
     /// The peer closed its side.
@@ -244,6 +264,9 @@ pub(crate) struct Connection<T> {
     read_size: usize,
     wbuf: WriteBuf,
     log: LogState,
+    /// The tenant's byte rates and packet size limit, from the accepted CONNECT; `None` for
+    /// an unlimited tenant (boxed: one pointer for everyone else).
+    reader: Option<Box<ReaderQuota>>,
     _permits: Permits,
 }
 
@@ -268,6 +291,7 @@ impl<T: Transport> Connection<T> {
             read_size: MIN_READ,
             wbuf: WriteBuf::default(),
             log: LogState::default(),
+            reader: None,
             _permits: permits,
         }
     }
@@ -320,6 +344,9 @@ impl<T: Transport> Connection<T> {
         // fires. Boxed because it is rare: inline, its ~100 bytes would be part of every
         // connection's future.
         let mut drain_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Armed while a read batch waits for its tenant's byte buckets; boxed for the same
+        // reason. Neither reading nor decoding happens meanwhile.
+        let mut throttle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             if closing && self.wbuf.idle() {
                 // Shutting down the write side sends FIN after the last packet; a failure here
@@ -338,7 +365,8 @@ impl<T: Transport> Connection<T> {
                 return Ended::ClosedByServer;
             }
             let take_outbox = self.wbuf.idle() && !closing;
-            let reading = drain_timer.is_none() && !closing;
+            let reading = drain_timer.is_none() && !closing && throttle_timer.is_none();
+            let throttled = drain_timer.is_none() && !closing;
             tokio::select! {
                 biased;
                 _ = self.shared.hard_stop.cancelled(), if !drained => {
@@ -377,29 +405,20 @@ impl<T: Transport> Connection<T> {
                     &mut self.wbuf,
                     reading,
                 ) => match event {
-                    IoEvent::Read { filled } => {
+                    IoEvent::Read { n, filled } => {
                         self.adapt_read_size(filled);
-                        match self.decode_all().await {
-                            Ok(()) => {}
-                            Err(DecodeStop::Failed(error)) => {
-                                debug!(conn = self.conn.0, %error, "undecodable bytes");
-                                self.log.decode_error = Some(error);
-                                self.rbuf = BytesMut::new();
+                        if let Some(wait) = self.charge_read(n) {
+                            throttle_timer = Some(Box::pin(tokio::time::sleep(wait)));
+                            continue;
+                        }
+                        match self.decode_read().await {
+                            Ok(Decoded::All) => {}
+                            Ok(Decoded::Failed) => {
                                 drain_timer =
                                     Some(Box::pin(tokio::time::sleep(DRAIN_AFTER_DECODE_ERROR)));
                             }
-                            Err(DecodeStop::EngineGone) => return Ended::EngineGone,
-                            Err(DecodeStop::Refused) => {
-                                self.rbuf = BytesMut::new();
-                                closing = true;
-                            }
-                            Err(DecodeStop::Stopped) => {
-                                return if self.shared.draining.load(Ordering::Acquire) {
-                                    Ended::Drained
-                                } else {
-                                    Ended::ShutdownTimeout
-                                };
-                            }
+                            Ok(Decoded::Refused) => closing = true,
+                            Err(ended) => return ended,
                         }
                     }
                     // Release the buffer: an idle connection holds none.
@@ -407,6 +426,24 @@ impl<T: Transport> Connection<T> {
                     IoEvent::Eof => return Ended::Eof,
                     IoEvent::Error(e) => return Ended::Io(e),
                 },
+                _ = poll_fn(|cx| poll_timer(&mut throttle_timer, cx)), if throttled => {
+                    if let Some(wait) = self.settle_read()
+                        && let Some(timer) = throttle_timer.as_mut()
+                    {
+                        timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                        continue;
+                    }
+                    throttle_timer = None;
+                    match self.decode_read().await {
+                        Ok(Decoded::All) => {}
+                        Ok(Decoded::Failed) => {
+                            drain_timer =
+                                Some(Box::pin(tokio::time::sleep(DRAIN_AFTER_DECODE_ERROR)));
+                        }
+                        Ok(Decoded::Refused) => closing = true,
+                        Err(ended) => return ended,
+                    }
+                }
                 _ = poll_fn(|cx| poll_timer(&mut drain_timer, cx)) => {
                     return if drained {
                         Ended::Drained
@@ -416,6 +453,65 @@ impl<T: Transport> Connection<T> {
                 }
             }
         }
+    }
+
+    /// Decodes what was read (see [`Self::decode_all`]) and turns how it stopped into what the
+    /// select loop does next.
+    async fn decode_read(&mut self) -> Result<Decoded, Ended> {
+        match self.decode_all().await {
+            Ok(()) => Ok(Decoded::All),
+            Err(DecodeStop::Failed(error)) => {
+                debug!(conn = self.conn.0, %error, "undecodable bytes");
+                if matches!(error, DecodeError::PacketTooLarge { .. })
+                    && let Some(reader) = self.reader.as_deref()
+                    && reader.limits_packets()
+                {
+                    self.shared.stats.count_packet_too_large(reader.tenant());
+                }
+                self.log.decode_error = Some(error);
+                self.rbuf = BytesMut::new();
+                Ok(Decoded::Failed)
+            }
+            Err(DecodeStop::EngineGone) => Err(Ended::EngineGone),
+            Err(DecodeStop::Refused) => {
+                self.rbuf = BytesMut::new();
+                Ok(Decoded::Refused)
+            }
+            Err(DecodeStop::Stopped) => Err(if self.shared.draining.load(Ordering::Acquire) {
+                Ended::Drained
+            } else {
+                Ended::ShutdownTimeout
+            }),
+        }
+    }
+
+    /// Charges a read batch of `n` bytes to the tenant's byte buckets; how long to wait before
+    /// decoding it, if a bucket is short.
+    fn charge_read(&mut self, n: usize) -> Option<Duration> {
+        let reader = self.reader.as_deref_mut()?;
+        let pause = reader.charge(Instant::now(), n as u64)?;
+        let stats = &self.shared.stats;
+        stats.count_throttled(
+            reader.tenant(),
+            pause.scope.label(),
+            pause.wait,
+            pause.first,
+        );
+        Some(pause.wait)
+    }
+
+    /// Pays what the waiting batch still owes; how much longer to wait, if anything.
+    fn settle_read(&mut self) -> Option<Duration> {
+        let reader = self.reader.as_deref_mut()?;
+        let pause = reader.settle(Instant::now())?;
+        let stats = &self.shared.stats;
+        stats.count_throttled(
+            reader.tenant(),
+            pause.scope.label(),
+            pause.wait,
+            pause.first,
+        );
+        Some(pause.wait)
     }
 
     /// The listener is drained: an MQTT 5 client gets DISCONNECT 0x8B (Server shutting down)
@@ -530,7 +626,15 @@ impl<T: Transport> Connection<T> {
             return Err(DecodeStop::EngineGone);
         };
         match verdict {
-            Verdict::Allow(auth) => {
+            Verdict::Allow { auth, reader } => {
+                if let Some(mut reader) = reader {
+                    // The bytes after the CONNECT are decoded with the tenant's limit.
+                    let limit = reader.bind_packet_limit(self.shared.max_packet_size);
+                    self.decoder.set_max_packet_size(limit);
+                    if !reader.is_idle() {
+                        self.reader = Some(reader);
+                    }
+                }
                 slot.send(EngineEvent::Connect {
                     conn: self.conn,
                     connect,
@@ -576,10 +680,12 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Grows the read size while reads fill it, shrinks it back while they do not.
+    /// Grows the read size while reads fill it, shrinks it back while they do not. A throttled
+    /// connection reads at most one burst of its smallest byte bucket at a time.
     fn adapt_read_size(&mut self, filled: bool) {
+        let max = self.reader.as_ref().map_or(MAX_READ, |r| r.max_read());
         self.read_size = if filled {
-            (self.read_size * 2).min(MAX_READ)
+            (self.read_size * 2).min(max)
         } else {
             (self.read_size / 2).max(MIN_READ)
         };
@@ -787,7 +893,10 @@ fn poll_read_side<T: Transport>(
     let room = rbuf.capacity() - rbuf.len();
     match poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
         Poll::Ready(Ok(0)) => Poll::Ready(IoEvent::Eof),
-        Poll::Ready(Ok(n)) => Poll::Ready(IoEvent::Read { filled: n >= room }),
+        Poll::Ready(Ok(n)) => Poll::Ready(IoEvent::Read {
+            n,
+            filled: n >= room,
+        }),
         Poll::Ready(Err(e)) => Poll::Ready(IoEvent::Error(e)),
         Poll::Pending => {
             // Readiness was a false alarm: do not keep a buffer while waiting.
@@ -1302,8 +1411,8 @@ mod tests {
             ("wss", run_future_size::<WsStream<TlsStream<TcpStream>>>()),
         ];
         eprintln!("connection future sizes: {sizes:?}");
-        // Measured (debug build, tokio 1.54, rustls 0.23): tcp 584, unix 584, ws 720,
-        // tls 1,768, wss 1,904 bytes. About 300 are the `Connection` without its socket
+        // Measured (debug build, tokio 1.54, rustls 0.23): tcp 608, unix 608, ws 760,
+        // tls 1,792, wss 1,944 bytes. About 300 are the `Connection` without its socket
         // (buffers' headers, decoder, log state, permits), the rest the select loop's futures
         // and the socket: a rustls `ServerConnection` is over a kilobyte inline. The bounds
         // catch an accidental large field, an inline timer or a `Packet` held across an await.

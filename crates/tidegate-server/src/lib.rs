@@ -25,6 +25,7 @@
 //! - `connection`: socket ⇄ codec ⇄ engine for one client, and its connect/disconnect log lines;
 //! - `auth`: the CONNECT check (tenant, credentials, HTTP hook, brute-force limiter) between
 //!   the decoder and the engine; `tenants`: the live, swappable set of tenants it reads;
+//!   `throttle`: a tenant's byte rates (reader backpressure) and packet size per connection;
 //! - `engine`: the only owner of the broker, so the fan-out path takes no lock; group commit
 //!   of the broker's store batches;
 //! - [`storage`]: opening `<data_dir>/store` and restoring the broker at start-up, the store's
@@ -59,6 +60,7 @@ mod tap;
 mod tenant_admin;
 pub mod tenant_cli;
 mod tenants;
+mod throttle;
 mod transport;
 
 pub use config::Config;

@@ -10,6 +10,9 @@
 //! [`Broker::tenant_stats`], one sample per tenant the broker has seen (a tenant stays listed
 //! after its last client leaves, so its counters keep counting up). The gateway's own HTTP tap
 //! lives in the default tenant and is not counted there, as it is not counted globally.
+//! The reader quotas' families (`tidegate_tenant_throttled_*`,
+//! `tidegate_tenant_packets_too_large_total`) are the connection tasks' own, read from [`Stats`]
+//! and listed only for tenants that tripped them.
 
 use crate::api::INTERNAL_LISTENER;
 use crate::stats::Stats;
@@ -311,6 +314,7 @@ pub(crate) fn render(s: &Snapshot, shell: &Stats, uptime: Duration) -> String {
         "CONNECTs refused (0x8A) because their source failed to authenticate too often.",
         shell.auth_rate_limited(),
     );
+    render_reader_quotas(&mut e, shell);
     e.single(
         "tidegate_websocket_protocol_errors_total",
         "counter",
@@ -379,6 +383,40 @@ pub(crate) fn render(s: &Snapshot, shell: &Stats, uptime: Duration) -> String {
 /// A gauge held as `usize`, as a sample value.
 fn gauge(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// The connection tasks' tenant families (reader backpressure and packet size), one sample
+/// per tenant (and scope) that tripped them.
+fn render_reader_quotas(e: &mut Exposition, shell: &Stats) {
+    let throttling = shell.tenant_throttling();
+    let name = "tidegate_tenant_throttled_total";
+    e.family(
+        name,
+        "counter",
+        "Read batches held back by a tenant byte rate (the reader paused), by tenant and scope (client or tenant bucket).",
+    );
+    for ((tenant, scope), t) in &throttling {
+        e.sample(name, &[("tenant", tenant), ("scope", scope)], t.pauses);
+    }
+    let name = "tidegate_tenant_throttled_seconds_total";
+    e.family(
+        name,
+        "counter",
+        "Seconds readers paused for a tenant byte rate, by tenant and scope.",
+    );
+    for ((tenant, scope), t) in &throttling {
+        let seconds = t.waited.as_secs_f64();
+        e.sample(name, &[("tenant", tenant), ("scope", scope)], seconds);
+    }
+    let name = "tidegate_tenant_packets_too_large_total";
+    e.family(
+        name,
+        "counter",
+        "Connections closed for a packet over the tenant's max_packet_size (DISCONNECT 0x95 in MQTT 5), by tenant.",
+    );
+    for (tenant, n) in shell.tenant_packets_too_large() {
+        e.sample(name, &[("tenant", &tenant)], n);
+    }
 }
 
 /// The `tidegate_tenant_*` families, one sample (or one per label value) per tenant.
@@ -520,6 +558,9 @@ mod tests {
         shell.count_auth_failure("acme", "bad_password");
         shell.count_auth_failure("acme", "bad_password");
         shell.count_auth_rate_limited();
+        shell.count_throttled("acme", "client", Duration::from_millis(1500), true);
+        shell.count_throttled("acme", "client", Duration::from_millis(250), false);
+        shell.count_packet_too_large("acme");
         let text = render(&Snapshot::of(&broker), &shell, Duration::ZERO);
         assert!(
             text.contains(
@@ -527,6 +568,13 @@ mod tests {
             )
         );
         assert!(text.contains("tidegate_auth_rate_limited_total 1"));
+        assert!(
+            text.contains("tidegate_tenant_throttled_total{tenant=\"acme\",scope=\"client\"} 1")
+        );
+        assert!(text.contains(
+            "tidegate_tenant_throttled_seconds_total{tenant=\"acme\",scope=\"client\"} 1.75"
+        ));
+        assert!(text.contains("tidegate_tenant_packets_too_large_total{tenant=\"acme\"} 1"));
         assert!(text.contains("tidegate_connections{listener=\"tcp:x\",protocol=\"5.0\"} 1"));
         assert!(text.contains("tidegate_connects_total{reason=\"0x00_success\"} 1"));
         assert!(text.contains("tidegate_publish_to_deliver_seconds_bucket{le=\"+Inf\"} 0"));

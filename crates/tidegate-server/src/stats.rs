@@ -1,7 +1,8 @@
 //! Counters of what the IO shell did on its own authority: sockets refused over a connection
 //! limit or the accept rate, failed transport handshakes by step, WebSocket protocol errors,
 //! QoS 0 messages dropped for a full outbound queue, slow consumers disconnected, CONNECTs
-//! refused by authentication (per tenant and reason) and by the brute-force limiter.
+//! refused by authentication (per tenant and reason) and by the brute-force limiter, readers
+//! slowed by a tenant's byte rates and packets over a tenant's size limit (per tenant).
 //!
 //! Place in the data flow: written by the listeners and the engine task, read by tests and
 //! (later) the admin API. Relaxed atomics: each counter is independent and only ever grows.
@@ -10,6 +11,16 @@ use crate::transport::HandshakeFailure;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// How often and how long the readers of one tenant waited for one kind of byte bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttled {
+    /// Read batches that had to wait (each counted once, however many waits it took).
+    pub pauses: u64,
+    /// The waits added up.
+    pub waited: Duration,
+}
 
 /// Server-wide counters, shared by every task.
 #[derive(Debug, Default)]
@@ -28,6 +39,11 @@ pub struct Stats {
     /// known at run time, and a refusal already cost a password check or an HTTP call.
     auth_failures: Mutex<BTreeMap<(String, &'static str), u64>>,
     auth_rate_limited: AtomicU64,
+    /// Reader pauses by (tenant, scope): like `auth_failures`, keyed at run time, and taken
+    /// at most once per paused read batch.
+    throttled: Mutex<BTreeMap<(String, &'static str), Throttled>>,
+    /// Packets over a tenant's `max_packet_size`, by tenant.
+    packets_too_large: Mutex<BTreeMap<String, u64>>,
     /// Totals of every connection's [`crate::outbox::Traffic`].
     traffic: crate::outbox::Traffic,
 }
@@ -161,6 +177,50 @@ impl Stats {
 
     pub(crate) fn count_auth_rate_limited(&self) {
         self.auth_rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reader pauses for the byte rates of tenants, by (tenant, scope); the scope is `client`
+    /// (`max_inbound_bytes_per_sec`) or `tenant` (`tenant_bytes_per_sec`).
+    pub fn tenant_throttling(&self) -> BTreeMap<(String, &'static str), Throttled> {
+        self.throttled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Connections closed for a packet over their tenant's `max_packet_size` (when it is below
+    /// the gateway's `limits.max_packet_size`), by tenant.
+    pub fn tenant_packets_too_large(&self) -> BTreeMap<String, u64> {
+        self.packets_too_large
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds one wait of a reader of `tenant`; `first` when it starts the pause of a batch.
+    pub(crate) fn count_throttled(
+        &self,
+        tenant: &str,
+        scope: &'static str,
+        wait: Duration,
+        first: bool,
+    ) {
+        let mut throttled = self
+            .throttled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (tenant.to_owned(), scope);
+        let entry = throttled.entry(key).or_default();
+        entry.pauses += u64::from(first);
+        entry.waited = entry.waited.saturating_add(wait);
+    }
+
+    pub(crate) fn count_packet_too_large(&self, tenant: &str) {
+        let mut counts = self
+            .packets_too_large
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *counts.entry(tenant.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn count_slow_consumer(&self) {

@@ -366,7 +366,10 @@ impl Broker {
         if let AliasUse::Establish(a) = alias {
             c.outbound_aliases.commit(&msg.topic, a);
         }
-        let published = msg.qos;
+        let (published, tenant) = (msg.qos, c.tenant);
+        if !dup {
+            self.tenant_mut(tenant).counters.messages_out += 1;
+        }
         self.emit_delivery(conn, packet, published);
         true
     }

@@ -300,7 +300,11 @@ mod tests {
 
     #[test]
     fn keep_alive_is_enforced_at_one_and_a_half_times() {
-        let mut h = H::new();
+        // Without the `$SYS` timer, whose own life is tested in `sys`.
+        let mut h = H::with(BrokerConfig {
+            sys_interval: Duration::ZERO,
+            ..BrokerConfig::default()
+        });
         let mut c = v5("c");
         c.keep_alive = 10;
         let conn = h.join(c);
@@ -498,7 +502,11 @@ mod tests {
 
     #[test]
     fn packets_after_close_and_for_unknown_connections_are_ignored() {
-        let mut h = H::new();
+        // Without the `$SYS` timer, whose own life is tested in `sys`.
+        let mut h = H::with(BrokerConfig {
+            sys_interval: Duration::ZERO,
+            ..BrokerConfig::default()
+        });
         let conn = h.join(v5("a"));
         h.send(conn, disconnect(ReasonCode::Success));
         h.send(conn, Packet::PingReq);

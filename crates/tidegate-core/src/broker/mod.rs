@@ -24,7 +24,8 @@
 //!   keyed by a never-reused [`SessionKey`] so stale timers and router entries cannot hit a newer
 //!   session of the same client id.
 //! - **One timer map** (`timers`): connect timeout, keep alive (re-armed lazily when it fires
-//!   early, not moved per packet), will delay and session expiry. Message expiry has no timer:
+//!   early, not moved per packet), will delay, session expiry and the per-tenant `$SYS`
+//!   statistics (`sys`: one entry for the whole broker, armed only while someone is there). Message expiry has no timer:
 //!   it is checked when a message is about to be sent (a queued message waits anyway, and one
 //!   timer per message would cost more than the check).
 //! - **Outputs in one FIFO**: per connection, packets leave in the order the broker decided
@@ -76,6 +77,7 @@ mod publish;
 mod session;
 mod stats;
 mod subscribe;
+mod sys;
 mod tenancy;
 mod tenant;
 mod tenant_admin;
@@ -187,6 +189,10 @@ pub struct Broker {
     persist: Option<persist::Persist>,
     /// The token of the next API publication at QoS 1/2.
     next_api_token: u64,
+    /// The armed `$SYS` statistics deadline, if any (see the `sys` module).
+    sys_timer: Option<TimerKey>,
+    /// The first instant the broker handled, from which `$SYS/broker/uptime` counts.
+    started: Option<Instant>,
 }
 
 impl Broker {
@@ -213,6 +219,8 @@ impl Broker {
             shutting_down: false,
             persist: None,
             next_api_token: 1,
+            sys_timer: None,
+            started: None,
         }
     }
 
@@ -235,6 +243,7 @@ impl Broker {
             );
             return;
         }
+        self.wake_sys(now);
         let timer = self.arm(
             now,
             self.config.connect_timeout,
@@ -366,7 +375,7 @@ impl Broker {
     }
 
     /// Fires every deadline at or before `now` (connect timeout, keep alive, will delay,
-    /// session expiry, credential expiry). Message expiry needs no call: it is checked at delivery time.
+    /// session expiry, credential expiry, `$SYS` statistics). Message expiry needs no call: it is checked at delivery time.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((key, event)) = self.timers.pop_due(now) {
             match event {
@@ -377,6 +386,7 @@ impl Broker {
                 TimerEvent::CredentialsExpired(conn) => {
                     self.on_credentials_expired(now, conn, key);
                 }
+                TimerEvent::SysStats => self.on_sys_timer(now, key),
             }
         }
     }

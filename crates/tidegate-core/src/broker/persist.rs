@@ -266,6 +266,11 @@ impl Broker {
         for (key, presence) in presences {
             b.restore_presence(now, key, presence, &mut report);
         }
+        // The uptime counts from the restore; the `$SYS` timer runs if sessions came back.
+        b.started = Some(now);
+        if !b.sessions.is_empty() {
+            b.wake_sys(now);
+        }
         (b, report)
     }
 

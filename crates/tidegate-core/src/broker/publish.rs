@@ -285,23 +285,41 @@ impl Broker {
         self.counters.messages_in.add(msg.qos);
         self.tenant_mut(tenant).counters.messages_in += 1;
         let retained_over_quota = msg.retain && !self.retain(tenant, &msg);
+        let matched = self.fan_out(now, tenant, &msg, false);
+        if matched == 0 {
+            self.counters.dropped_no_subscribers += 1;
+        }
+        Routed {
+            matched,
+            retained_over_quota,
+        }
+    }
+
+    /// Routes `msg` in `tenant`'s router and hands it to each receiving session (only those
+    /// online when `online_only`: the `$SYS` figures, which are not worth queueing); returns
+    /// how many sessions it was handed to. Counts nothing and stores nothing: that is
+    /// [`Broker::route_message`]'s part.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Instant,
+        tenant: TenantIdx,
+        msg: &Arc<Message>,
+        online_only: bool,
+    ) -> usize {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         deliveries.clear();
         let Broker {
             sessions, tenants, ..
         } = self;
+        let online = |k| sessions.get(&k).is_some_and(|s| s.conn.is_some());
         if let Some(t) = tenants.get_mut(tenant.0 as usize) {
-            t.router.route(
-                &msg.topic,
-                msg.publisher,
-                |k| sessions.get(&k).is_some_and(|s| s.conn.is_some()),
-                &mut deliveries,
-            );
+            t.router
+                .route(&msg.topic, msg.publisher, online, &mut deliveries);
+        }
+        if online_only {
+            deliveries.retain(|d| online(d.session));
         }
         let matched = deliveries.len();
-        if matched == 0 {
-            self.counters.dropped_no_subscribers += 1;
-        }
         for d in deliveries.drain(..) {
             let item = Queued {
                 message: msg.clone(),
@@ -313,10 +331,7 @@ impl Broker {
         }
         // Hand the (empty) vector back so its capacity serves the next fan-out.
         self.deliveries = deliveries;
-        Routed {
-            matched,
-            retained_over_quota,
-        }
+        matched
     }
 
     /// Stores (or clears) the retained message of `msg`'s topic in `tenant`, within the

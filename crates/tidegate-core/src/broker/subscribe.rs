@@ -274,9 +274,10 @@ impl Broker {
         let Some(tenant) = self.sessions.get(&key).map(|s| s.tenant) else {
             return;
         };
-        self.tenant_mut(tenant)
-            .retained
-            .matching(filter, now, &mut found);
+        let t = self.tenant_mut(tenant);
+        t.retained.matching(filter, now, &mut found);
+        // The `$SYS` figures live beside the retained store (see the `sys` module).
+        t.sys.matching(filter, &mut found);
         found.sort_by(|a, b| a.topic.cmp(&b.topic));
         for message in found {
             if entry.options.no_local && message.publisher == Some(key) {

@@ -28,6 +28,7 @@
 //!   and kept after their last session goes, so their counters survive for `/metrics`.
 
 use super::TenantLimits;
+use super::sys::SysTopics;
 use crate::retained::RetainedStore;
 use crate::router::{Router, SessionKey};
 use std::collections::HashMap;
@@ -87,6 +88,9 @@ pub struct TenantCounters {
     pub retained_bytes: u64,
     /// Publications accepted and routed (from clients, wills and the API).
     pub messages_in: u64,
+    /// PUBLISH packets sent to the tenant's clients (resends not counted), `$SYS` ones
+    /// included.
+    pub messages_out: u64,
     /// PUBLISH (and wills at CONNECT) refused by the ACL.
     pub denied_publish: u64,
     /// Subscriptions refused by the ACL.
@@ -116,6 +120,8 @@ pub(super) struct TenantState {
     pub(super) connections: usize,
     /// Counters (the gauges in it are filled in when read).
     pub(super) counters: TenantCounters,
+    /// The latest `$SYS/broker/...` values, outside the retained store (see the `sys` module).
+    pub(super) sys: SysTopics,
 }
 
 impl TenantState {
@@ -129,6 +135,7 @@ impl TenantState {
             rate: None,
             connections: 0,
             counters: TenantCounters::default(),
+            sys: SysTopics::default(),
         }
     }
 

@@ -43,7 +43,8 @@ impl Broker {
         conns.len()
     }
 
-    /// Drops every session and retained message of `tenant` (and from the store). Clients
+    /// Drops every session and retained message of `tenant` (and from the store), and its
+    /// `$SYS` values. Clients
     /// still connected are disconnected first with 0x98 (Administrative action). Pending
     /// wills are published as the sessions end, to the tenant's subscribers still there.
     /// Returns how many sessions were dropped.
@@ -61,6 +62,7 @@ impl Broker {
             self.tenant_mut(idx).retained.remove(&topic);
             self.forget_stored_retained(idx, &topic);
         }
+        self.tenant_mut(idx).sys.clear();
         keys.len()
     }
 

@@ -26,6 +26,8 @@ pub(super) enum TimerEvent {
     SessionExpiry(SessionKey),
     /// The connection's credentials (a JWT's `exp`) expire: DISCONNECT 0xA0.
     CredentialsExpired(ConnId),
+    /// Publish every tenant's `$SYS` statistics (one entry for the whole broker).
+    SysStats,
 }
 
 /// Identifies an armed entry, for cancelling it. The sequence number makes keys unique when two

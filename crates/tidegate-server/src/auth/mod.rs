@@ -6,7 +6,9 @@
 //!   1. brute-force limiter (per source address)  ── blocked ──▶ Refuse(0x8A Banned)
 //!   2. TenantRegistry::current() + Tenants::authenticate on the blocking pool (argon2)
 //!   3. Decision::AskHook ──HookCache / HTTP POST (hook::HookClient) / HookCache──▶ Decision
-//!   4. Allow ──▶ Verdict::Allow(Authorized) ──▶ EngineEvent::Connect ──▶ Broker::handle_connect
+//!   4. Allow ──▶ Verdict::Allow { Authorized, ReaderQuota } ──▶ EngineEvent::Connect
+//!                 ──▶ Broker::handle_connect; the connection task keeps the reader quota
+//!                     (byte rates, packet size: see crate::throttle)
 //!      Deny  ──▶ counted per tenant and reason, failure recorded ──▶ Verdict::Refuse(code)
 //!                 ──▶ the connection task writes CONNACK(code) and closes; the engine only
 //!                     hears that the connection closed
@@ -26,6 +28,7 @@ mod hook;
 use crate::config::AuthConfig;
 use crate::stats::Stats;
 use crate::tenants::TenantRegistry;
+use crate::throttle::{ReaderQuota, SharedBucket, TenantBuckets};
 use bytes::Bytes;
 use hook::HookClient;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,7 +48,12 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) enum Verdict {
     /// Connect it: hand it to the broker with what authentication decided.
-    Allow(Authorized),
+    Allow {
+        /// For the broker.
+        auth: Authorized,
+        /// For the connection's reader, when the tenant limits byte rates or packet size.
+        reader: Option<Box<ReaderQuota>>,
+    },
     /// Refuse it with this CONNACK reason code (the codec maps it to a 3.1.1 return code).
     Refuse(ReasonCode),
 }
@@ -84,6 +92,8 @@ pub(crate) struct Authenticator {
     hook_answers: Mutex<Purged<HookCache>>,
     hook: HookClient,
     stats: Arc<Stats>,
+    /// The tenant-wide byte buckets, shared by the tenants' connections.
+    byte_buckets: Mutex<Purged<TenantBuckets>>,
 }
 
 /// A CONNECT's credentials and the connection's identity, owned, for the blocking pool.
@@ -138,6 +148,7 @@ impl Authenticator {
             hook_answers: Mutex::new(Purged::new(HookCache::new(config.hook_cache_size))),
             hook: HookClient::new(),
             stats,
+            byte_buckets: Mutex::new(Purged::new(TenantBuckets::default())),
         }
     }
 
@@ -196,13 +207,20 @@ impl Authenticator {
                     self.with_failures(|l, _| l.record_success(ip));
                 }
                 debug!(tenant = tenant.id(), ?method, "client authenticated");
-                Verdict::Allow(Authorized {
-                    tenant: Arc::from(tenant.id()),
-                    username: username.map(Arc::from),
-                    acl,
-                    limits: Arc::new(tenant_limits(tenant.quotas())),
-                    expires_at: expires_at.map(|exp| expiry_instant(exp, now_unix)),
-                })
+                let id: Arc<str> = Arc::from(tenant.id());
+                let quotas = tenant.quotas();
+                let now = Instant::now();
+                let shared = self.tenant_bucket(&id, quotas.tenant_bytes_per_sec, now);
+                Verdict::Allow {
+                    reader: ReaderQuota::new(id.clone(), quotas, shared, now),
+                    auth: Authorized {
+                        tenant: id,
+                        username: username.map(Arc::from),
+                        acl,
+                        limits: Arc::new(tenant_limits(quotas)),
+                        expires_at: expires_at.map(|exp| expiry_instant(exp, now_unix)),
+                    },
+                }
             }
             Decision::Deny(reason) => {
                 self.stats.count_auth_failure(&tenant, deny_label(&reason));
@@ -228,6 +246,21 @@ impl Authenticator {
         }
         let outcome = self.hook.ask(request).await;
         self.with_hook_answers(|cache, now| cache.complete(request, outcome, now))
+    }
+
+    /// The tenant-wide byte bucket of `tenant`, created or brought to `rate` (see
+    /// [`TenantBuckets::get`]).
+    fn tenant_bucket(
+        &self,
+        tenant: &Arc<str>,
+        rate: Option<u64>,
+        now: Instant,
+    ) -> Option<SharedBucket> {
+        let mut guard = self
+            .byte_buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.get(now, TenantBuckets::purge).get(tenant, rate, now)
     }
 
     fn with_failures<R>(&self, f: impl FnOnce(&mut AuthFailureLimiter, Instant) -> R) -> R {
@@ -274,8 +307,9 @@ pub(crate) fn deny_label(reason: &DenyReason) -> &'static str {
     }
 }
 
-/// The broker's view of a tenant's quotas.
-fn tenant_limits(q: &Quotas) -> TenantLimits {
+/// The broker's view of a tenant's quotas (also given to the HTTP stream hub's tap, whose
+/// CONNECT would otherwise reset the tenant's limits).
+pub(crate) fn tenant_limits(q: &Quotas) -> TenantLimits {
     TenantLimits {
         max_connections: q.max_connections,
         max_sessions: q.max_sessions,
@@ -368,7 +402,8 @@ mod tests {
     #[tokio::test]
     async fn no_tenants_means_anonymous_default() {
         let (auth, _) = authenticator(&[], AuthConfig::default());
-        let Verdict::Allow(a) = auth.check(&peer(1), None, &connect(None, None)).await else {
+        let Verdict::Allow { auth: a, .. } = auth.check(&peer(1), None, &connect(None, None)).await
+        else {
             panic!("refused");
         };
         assert_eq!(&*a.tenant, "default");
@@ -387,7 +422,7 @@ mod tests {
         let ok = auth
             .check(&info, None, &connect(Some("phone1@acme"), Some(b"pw")))
             .await;
-        let Verdict::Allow(a) = ok else {
+        let Verdict::Allow { auth: a, .. } = ok else {
             panic!("refused")
         };
         assert_eq!(
@@ -416,7 +451,7 @@ mod tests {
         assert_eq!(stats.auth_rate_limited(), 1);
         assert!(matches!(
             auth.check(&peer(2), None, &good).await,
-            Verdict::Allow(_)
+            Verdict::Allow { .. }
         ));
     }
 
@@ -431,7 +466,7 @@ mod tests {
         open.quotas.max_retained_messages = Some(u64::MAX);
         let (auth, stats) = authenticator(&[acme(), open], AuthConfig::default());
         let bound: Arc<str> = Arc::from("open");
-        let Verdict::Allow(a) = auth
+        let Verdict::Allow { auth: a, .. } = auth
             .check(&peer(1), Some(&bound), &connect(None, None))
             .await
         else {
@@ -467,13 +502,49 @@ mod tests {
         );
         assert!(matches!(
             auth.check(&peer(1), None, &connect(None, None)).await,
-            Verdict::Allow(_)
+            Verdict::Allow { .. }
         ));
         registry.replace(Tenants::from_configs(&[acme()]).unwrap());
         assert!(matches!(
             auth.check(&peer(1), None, &connect(None, None)).await,
             Verdict::Refuse(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn limited_tenants_get_a_reader_quota_sharing_the_tenant_bucket() {
+        let mut pair = TenantConfig {
+            id: "pair".into(),
+            allow_anonymous: true,
+            ..TenantConfig::default()
+        };
+        pair.quotas.tenant_bytes_per_sec = Some(1000);
+        let open = TenantConfig {
+            id: "open".into(),
+            allow_anonymous: true,
+            ..TenantConfig::default()
+        };
+        let (auth, _) = authenticator(&[pair, open], AuthConfig::default());
+        let reader = |tenant: &'static str| {
+            let bound: Arc<str> = Arc::from(tenant);
+            let auth = &auth;
+            async move {
+                match auth
+                    .check(&peer(1), Some(&bound), &connect(None, None))
+                    .await
+                {
+                    Verdict::Allow { reader, .. } => reader,
+                    Verdict::Refuse(code) => panic!("refused: {code:?}"),
+                }
+            }
+        };
+        assert!(reader("open").await.is_none(), "an unlimited tenant");
+        let mut a = reader("pair").await.unwrap();
+        let mut b = reader("pair").await.unwrap();
+        let now = Instant::now();
+        assert_eq!(a.charge(now, 1000), None);
+        let pause = b.charge(now, 1).expect("the bucket `a` emptied");
+        assert_eq!(pause.scope, crate::throttle::Scope::Tenant);
     }
 
     #[test]
