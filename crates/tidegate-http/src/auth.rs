@@ -36,23 +36,6 @@ pub(crate) struct PublishAccess {
     pub(crate) caller: Caller,
 }
 
-impl PublishAccess {
-    /// SSE and long-poll run through one engine tap in the default tenant with every topic
-    /// allowed; a tenant-bound token cannot use it without leaking across tenants or past its
-    /// ACL, so it is refused with 501 until the hub keeps a tap per tenant.
-    pub(crate) fn require_unbound_stream(&self) -> Result<(), ApiError> {
-        if self.caller.acl.is_none() {
-            return Ok(());
-        }
-        Err(ApiError::new(
-            axum::http::StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "SSE and long-poll are not available to tokens bound to a tenant yet; use MQTT, \
-             or a plain publish token",
-        ))
-    }
-}
-
 /// The request carries an admin token: it may use `/v1/admin`.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminAccess {
@@ -401,13 +384,47 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn streams_are_refused_to_bound_tokens_with_501() {
-            let (_, router) = app_with(FakeGateway::default(), bound_config());
-            for uri in ["/v1/subscribe?filter=a", "/v1/poll?filter=a&timeout=0"] {
+        async fn a_bound_token_streams_from_its_tenant_under_its_acl() {
+            let gateway = FakeGateway {
+                denied: vec!["secret/#".into()],
+                ..FakeGateway::default()
+            };
+            let (gateway, router) = app_with(gateway, bound_config());
+            for uri in [
+                "/v1/subscribe?filter=a&filter=secret/%23",
+                "/v1/poll?filter=secret/%23&timeout=0",
+            ] {
                 let r = call(&router, Method::GET, uri, Some(ACME_PUBLISH), None).await;
-                assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{uri}");
-                assert_eq!(r.error_code(), "not_implemented", "{uri}");
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}");
+                assert_eq!(r.error_code(), "not_authorized", "{uri}");
+                assert!(
+                    r.json()["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("secret/#")
+                );
             }
+            assert!(gateway.tap_tenants().is_empty(), "nothing opened");
+            let r = call(
+                &router,
+                Method::GET,
+                "/v1/poll?filter=a&timeout=0",
+                Some(ACME_PUBLISH),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK);
+            // A plain token's filters are not checked, and it reads the default tenant.
+            let r = call(
+                &router,
+                Method::GET,
+                "/v1/poll?filter=secret/%23&timeout=0",
+                Some(PUBLISH_TOKEN),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(gateway.tap_tenants(), ["acme", "default"]);
         }
 
         #[tokio::test]

@@ -453,8 +453,19 @@ pub trait Gateway: Send + Sync + 'static {
     /// Whether every listener is bound and the store is open (`GET /readyz`).
     fn ready(&self) -> bool;
 
-    /// Opens the tap the stream hub subscribes through (called once per hub).
-    fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>>;
+    /// Opens a tap in `tenant`: the session the stream hub of that tenant subscribes through
+    /// (called once per hub and tap session). The tap itself may read every topic of the
+    /// tenant; what each reader may see is checked with [`Gateway::check_subscribe`] first.
+    /// Refused with 0x87 when the tenant does not exist (the default tenant always does). When
+    /// the tenant is deleted the engine closes the tap.
+    fn open_tap(&self, tenant: String) -> BoxFuture<'_, Result<Tap, GatewayError>>;
+
+    /// Whether `caller` may read every filter of `filters` (an SSE stream or long-poll): with
+    /// `caller.acl` set, each one is checked against the tenant's ACL as a SUBSCRIBE from that
+    /// identity, and the first one denied is refused with 0x87 naming it (so is every filter
+    /// when the tenant no longer exists). A caller without an ACL may read anything. Answered
+    /// from the live tenant set, without a trip to the engine.
+    fn check_subscribe(&self, caller: &Caller, filters: &[String]) -> Result<(), GatewayError>;
 
     /// Every tenant in force, in id order.
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>>;

@@ -1,17 +1,17 @@
 //! [`Http`]: the HTTP face as the server starts it, and the state every handler shares.
 //!
 //! Place in the data flow: `tidegate-server` builds one [`Http`] per gateway (all HTTP
-//! listeners share it, hence one stream hub and one set of rate limiters) and serves
+//! listeners share it, hence one set of stream hubs and one set of rate limiters) and serves
 //! [`Http::router`] on each listener's connections.
 
 use crate::config::HttpConfig;
 use crate::gateway::Gateway;
 use crate::limit::Limits;
-use crate::stream::Hub;
+use crate::stream::Hubs;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// The HTTP face: configuration, the gateway it drives, and the stream hub.
+/// The HTTP face: configuration, the gateway it drives, and the stream hubs.
 #[derive(Clone)]
 pub struct Http {
     pub(crate) state: AppState,
@@ -29,25 +29,26 @@ pub(crate) struct Inner {
     pub(crate) gateway: Arc<dyn Gateway>,
     /// `[http]`.
     pub(crate) config: HttpConfig,
-    /// SSE / long-poll subscriptions and their histories.
-    pub(crate) hub: Hub,
+    /// SSE / long-poll subscriptions and their histories, one hub per tenant.
+    pub(crate) hubs: Hubs,
     /// Rate limiters per token and per failing address.
     pub(crate) limits: Limits,
 }
 
 impl Http {
-    /// The HTTP face over `gateway`. Must be called inside a tokio runtime (the stream hub is
-    /// a task). `stop` ends open SSE streams and long-polls when the gateway drains.
+    /// The HTTP face over `gateway`. Must be called inside a tokio runtime (a stream hub runs
+    /// a task once it has readers). `stop` ends open SSE streams and long-polls when the
+    /// gateway drains.
     pub fn new(gateway: Arc<dyn Gateway>, config: HttpConfig, stop: CancellationToken) -> Http {
-        // The hub holds `stop`: it ends open streams and polls when the gateway drains.
-        let hub = Hub::start(gateway.clone(), &config, stop);
+        // The hubs hold `stop`: it ends open streams and polls when the gateway drains.
+        let hubs = Hubs::start(gateway.clone(), &config, stop);
         let limits = Limits::new(&config);
         Http {
             state: AppState {
                 inner: Arc::new(Inner {
                     gateway,
                     config,
-                    hub,
+                    hubs,
                     limits,
                 }),
             },

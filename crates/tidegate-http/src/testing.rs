@@ -82,11 +82,29 @@ pub(crate) struct FakeGateway {
     pub(crate) calls: Mutex<Vec<Call>>,
     /// Tenants in force (changed by the tenant calls).
     pub(crate) tenants: Mutex<Vec<TenantView>>,
-    /// Open taps, held so the hub's channels stay open.
-    pub(crate) taps: Mutex<Vec<(mpsc::Sender<TapMessage>, mpsc::Receiver<TapCommand>)>>,
+    /// Open taps with their tenant, held so the hubs' channels stay open.
+    pub(crate) taps: Mutex<Vec<OpenTap>>,
+    /// Filters the ACL of every tenant denies to callers bound to it (`check_subscribe`).
+    pub(crate) denied: Vec<String>,
 }
 
+/// A tap [`FakeGateway`] opened: its tenant and the engine's ends of its channels.
+pub(crate) type OpenTap = (String, mpsc::Sender<TapMessage>, mpsc::Receiver<TapCommand>);
+
 impl FakeGateway {
+    /// The tenants of the taps opened so far, sorted.
+    pub(crate) fn tap_tenants(&self) -> Vec<String> {
+        let mut tenants: Vec<String> = self
+            .taps
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _, _)| t.clone())
+            .collect();
+        tenants.sort();
+        tenants
+    }
+
     /// The calls made so far.
     pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
@@ -349,13 +367,29 @@ impl Gateway for FakeGateway {
         !self.not_ready.load(Ordering::Relaxed)
     }
 
-    fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>> {
+    fn open_tap(&self, tenant: String) -> BoxFuture<'_, Result<Tap, GatewayError>> {
         Box::pin(async move {
             let (message_tx, messages) = mpsc::channel(16);
             let (commands, command_rx) = mpsc::channel(16);
-            self.taps.lock().unwrap().push((message_tx, command_rx));
+            self.taps
+                .lock()
+                .unwrap()
+                .push((tenant, message_tx, command_rx));
             Ok(Tap { commands, messages })
         })
+    }
+
+    fn check_subscribe(&self, caller: &Caller, filters: &[String]) -> Result<(), GatewayError> {
+        if caller.acl.is_none() {
+            return Ok(());
+        }
+        match filters.iter().find(|f| self.denied.contains(f)) {
+            Some(filter) => Err(GatewayError::Refused {
+                reason: 0x87,
+                message: format!("the ACL does not let this token read {filter:?}"),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {

@@ -14,6 +14,9 @@
 //! caller bound to a tenant's ACL (a `[[http.tokens]]` publish token) is checked here, against
 //! the live registry, before anything reaches the engine: a denied topic or filter is refused
 //! with 0x87 (HTTP 403), and in a batch nothing is published unless every topic is allowed.
+//! SSE and long-poll filters are checked the same way ([`Gateway::check_subscribe`]); the
+//! stream hub of each tenant then reads through its own tap, a session in that tenant
+//! (`crate::tap`), which the tenant's client listings and connection counts leave out.
 //!
 //! A QoS 1/2 publication is answered when the broker's [`Output::Committed`] for it comes out,
 //! i.e. once the store batch carrying it is written (at once without persistence), the same
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tidegate_auth::Subject;
-use tidegate_core::{ApiPublish, Broker, ClientView, ConnId, Message};
+use tidegate_core::{ApiPublish, Authorized, Broker, ClientView, ConnId, Message};
 use tidegate_http::gateway::{AclIdentity, Caller};
 use tidegate_http::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
@@ -225,8 +228,10 @@ impl ApiState {
                 let _ = reply.send(Snapshot::of(broker));
             }
             ApiRequest::TenantConnections { reply } => {
-                let counts = broker
-                    .tenant_stats()
+                // The snapshot takes the HTTP stream taps out of their tenant's count: they are
+                // the gateway's, not the tenant's clients.
+                let counts = Snapshot::of(broker)
+                    .tenants
                     .into_iter()
                     .map(|(id, c)| (id.to_string(), c.connections))
                     .collect();
@@ -670,6 +675,33 @@ impl GatewayHandle {
         Ok(())
     }
 
+    /// What a tap of `tenant` connects with: the tenant's own limits (a CONNECT sets them for
+    /// the whole tenant, so the tap must not replace them with none) and an ACL allowing every
+    /// topic, since the hub subscribes the union of what its readers may read and each reader
+    /// is checked with [`Gateway::check_subscribe`] first. A tenant that does not exist (any
+    /// more) gets no tap (0x87), except `default`, which plain tokens read even when no
+    /// `[[tenants]]` entry names it, as before tenants.
+    fn tap_authorization(&self, tenant: &str) -> Result<Authorized, GatewayError> {
+        let registry = self.tenants.registry().current();
+        let limits = match registry.get(tenant) {
+            Some(t) => Arc::new(crate::auth::tenant_limits(t.quotas())),
+            None if tenant == tidegate_auth::DEFAULT_TENANT_ID => {
+                Authorized::default_tenant().limits
+            }
+            None => {
+                return Err(GatewayError::Refused {
+                    reason: ReasonCode::NotAuthorized.as_u8(),
+                    message: format!("no tenant {tenant:?}"),
+                });
+            }
+        };
+        Ok(Authorized {
+            tenant: Arc::from(tenant),
+            limits,
+            ..Authorized::default_tenant()
+        })
+    }
+
     /// Sends `request` built around a fresh reply channel and waits for the answer.
     async fn ask<T>(
         &self,
@@ -832,8 +864,9 @@ impl Gateway for GatewayHandle {
         self.ready.load(Ordering::Acquire) && !self.events.is_closed()
     }
 
-    fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>> {
+    fn open_tap(&self, tenant: String) -> BoxFuture<'_, Result<Tap, GatewayError>> {
         Box::pin(async move {
+            let auth = self.tap_authorization(&tenant)?;
             let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
             let conn = ConnId(TAP_CONN_BASE + n);
             let outbox = Arc::new(Outbox::new());
@@ -843,9 +876,14 @@ impl Gateway for GatewayHandle {
                 outbox,
                 format!("{TAP_CLIENT_PREFIX}{n}"),
                 self.tap_window,
+                auth,
             )
             .await
         })
+    }
+
+    fn check_subscribe(&self, caller: &Caller, filters: &[String]) -> Result<(), GatewayError> {
+        self.check_acl(caller, false, filters.iter().map(String::as_str))
     }
 
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {

@@ -1,20 +1,23 @@
 //! The HTTP stream hub's tap: one internal MQTT 5 session whose deliveries become
-//! [`TapMessage`]s.
+//! [`TapMessage`]s. Each tenant's hub has its own.
 //!
 //! Place in the data flow: `engine --Outbox--> tap task --TapMessage--> HTTP stream hub`, and
 //! `hub --TapCommand--> tap task --SUBSCRIBE/UNSUBSCRIBE--> engine`. The task plays an MQTT
 //! client on an in-process "connection" (an [`Outbox`] with no socket): it connects with a clean
-//! session, subscribes at QoS 2 with the hub's id as Subscription Identifier, Retain Handling 2
+//! session inside its tenant ([`EngineEvent::Connect`] with an [`Authorized`] the caller built,
+//! as a connection task does after authentication, so no credentials are involved), subscribes at QoS 2 with the hub's id as Subscription Identifier, Retain Handling 2
 //! (live messages only; retained ones are read through `/v1/retained`), and acknowledges every
 //! delivery after handing it to the hub. So the hub gets each message once with the ids of all
 //! its filters that matched, at the QoS it was published with, and flow control is the
 //! broker's: when the hub lags, deliveries wait in the session queue (bounded by
-//! `limits.max_queued_messages`, counted when dropped) instead of being lost silently.
+//! `limits.max_queued_messages`, counted when dropped) instead of being lost silently. When
+//! the tenant is deleted the broker disconnects the tap like any client of it, and the hub's
+//! readers are told the stream ended.
 
 use crate::engine::EngineEvent;
 use crate::outbox::Outbox;
 use std::sync::Arc;
-use tidegate_core::{ConnId, ConnInfo};
+use tidegate_core::{Authorized, ConnId, ConnInfo};
 use tidegate_http::{GatewayError, Tap, TapCommand, TapMessage};
 use tidegate_protocol::{
     Connect, ConnectProperties, Disconnect, Packet, PacketId, ProtocolVersion, PubResponse,
@@ -27,13 +30,14 @@ use tracing::{debug, warn};
 /// Commands and messages buffered between the tap task and the hub.
 const CHANNEL: usize = 1024;
 
-/// Opens a tap: connects its session and starts its task.
+/// Opens a tap: connects its session in `auth.tenant` and starts its task.
 pub(crate) async fn open(
     events: mpsc::Sender<EngineEvent>,
     conn: ConnId,
     outbox: Arc<Outbox>,
     client_id: String,
     window: u16,
+    auth: Authorized,
 ) -> Result<Tap, GatewayError> {
     let info = ConnInfo {
         listener: Arc::from(format!("{}http-hub", crate::api::INTERNAL_LISTENER)),
@@ -63,9 +67,10 @@ pub(crate) async fn open(
         .await
         .map_err(unavailable)?;
     events
-        .send(EngineEvent::Packet {
+        .send(EngineEvent::Connect {
             conn,
-            packet: Packet::Connect(Box::new(connect)),
+            connect: Box::new(connect),
+            auth,
         })
         .await
         .map_err(unavailable)?;

@@ -330,6 +330,12 @@ impl HubCore {
         self.outbox.pop_front()
     }
 
+    /// Whether the core tracks no filter and has nothing left for the tap: the tap serves
+    /// nobody and may close (a reader always holds at least one filter).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.tracked.is_empty() && self.outbox.is_empty()
+    }
+
     /// Filters tracked now.
     #[cfg(test)]
     pub(crate) fn tracked_filters(&self) -> usize {
@@ -401,9 +407,11 @@ mod tests {
                 },
             ]
         );
+        assert!(!c.is_idle());
         c.release(now, &a);
         c.release(now, &b);
         assert!(!c.has_commands(), "histories outlive their readers");
+        assert!(!c.is_idle(), "kept for returning readers");
         c.handle_timeout(now + AGE - Duration::from_secs(1));
         assert!(!c.has_commands());
         c.handle_timeout(now + AGE);
@@ -421,6 +429,10 @@ mod tests {
             ]
         );
         assert_eq!(c.tracked_filters(), 0);
+        assert!(
+            c.is_idle(),
+            "nothing tracked, nothing to send: the tap may close"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! [`Hub`]: the IO around [`HubCore`] — one tap into the engine shared by every SSE stream and
-//! long-poll, and the task pumping it. Each request holds a [`Reader`] (see `reader.rs`).
+//! [`Hub`]: the IO around [`HubCore`] — one tenant's tap into the engine, shared by every SSE
+//! stream and long-poll of that tenant, and the task pumping it. Each request holds a
+//! [`Reader`] (see `reader.rs`); [`Hubs`](super::hubs::Hubs) keeps one hub per tenant.
 //!
 //! Place in the data flow: `engine -> Tap.messages -> pump task -> HubCore (seq, histories) ->
 //! per-filter broadcast -> Reader -> SSE / poll handler`, and `Reader (acquire/release) ->
@@ -7,8 +8,11 @@
 //!
 //! - The tap is opened on the first reader (the engine may not be up when the hub is built);
 //!   if that fails the reader gets the error (503), and the next reader tries again. When the
-//!   engine closes the tap, every reader gets [`Item::Closed`]; the next reader opens a new tap
-//!   under a new epoch, so positions from the old one reset instead of skipping a gap.
+//!   engine closes the tap (shutdown, or the tenant was deleted), every reader gets
+//!   [`Item::Closed`]; the next reader opens a new tap under a new epoch, so positions from the
+//!   old one reset instead of skipping a gap.
+//! - Once the hub tracks no filter at all (every reader gone and their histories aged out) the
+//!   pump closes the tap on its next sweep: an idle tenant holds no session in the engine.
 //! - Live messages go out on one broadcast channel per filter that has readers, so a message
 //!   wakes only the readers of the filters it matched. A reader of several filters merges its
 //!   channels by sequence number and drops a message it already has: the pump sends a message
@@ -58,6 +62,9 @@ pub(crate) enum HubError {
     /// The tap could not be opened, or the gateway is draining.
     #[error("the gateway's message stream is not available: {0}")]
     Unavailable(GatewayError),
+    /// The caller may not read one of the filters (its tenant's ACL, or its tenant is gone).
+    #[error("{0}")]
+    Refused(GatewayError),
     /// The hub cannot subscribe another filter.
     #[error(transparent)]
     TooManyFilters(#[from] TooManyFilters),
@@ -67,7 +74,7 @@ impl From<HubError> for ApiError {
     fn from(e: HubError) -> ApiError {
         match e {
             HubError::Busy(_) => ApiError::rate_limited(e.to_string(), 1),
-            HubError::Unavailable(inner) => inner.into(),
+            HubError::Unavailable(inner) | HubError::Refused(inner) => inner.into(),
             HubError::TooManyFilters(_) => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
@@ -108,7 +115,9 @@ impl HubSettings {
     }
 }
 
-/// The stream hub: one tap into the engine shared by every SSE stream and long-poll.
+/// One tenant's stream hub: one tap into the engine shared by every SSE stream and long-poll
+/// of the tenant. Cheap to clone (one `Arc`).
+#[derive(Clone)]
 pub(crate) struct Hub {
     shared: Arc<Shared>,
 }
@@ -116,6 +125,8 @@ pub(crate) struct Hub {
 /// What the hub, its pump and its readers share.
 pub(super) struct Shared {
     gateway: Arc<dyn Gateway>,
+    /// The tenant whose topics the tap reads.
+    tenant: String,
     pub(super) settings: HubSettings,
     pub(super) stop: CancellationToken,
     /// The open tap session, if any.
@@ -124,7 +135,8 @@ pub(super) struct Shared {
     opening: tokio::sync::Mutex<()>,
     /// Tells the pump the core has commands for the tap.
     pub(super) wake: Notify,
-    /// One permit per open reader.
+    /// One permit per open reader, shared by the hubs of every tenant (`http.max_streams` is
+    /// gateway-wide).
     readers: Arc<Semaphore>,
     /// Numbers tap sessions, so a reader of an old one does not touch a new one.
     sessions: AtomicU64,
@@ -186,34 +198,35 @@ pub(super) fn now() -> std::time::Instant {
 }
 
 impl Hub {
-    /// The hub over `gateway`, bounded by `config`. Nothing runs until the first reader: the tap
-    /// is opened then.
-    pub(crate) fn start(
+    /// The hub of `tenant` over `gateway`, its readers counted in `readers`. Nothing runs until
+    /// the first reader: the tap is opened then.
+    pub(crate) fn new(
         gateway: Arc<dyn Gateway>,
-        config: &HttpConfig,
-        stop: CancellationToken,
-    ) -> Hub {
-        Hub::with_settings(gateway, HubSettings::from_config(config), stop)
-    }
-
-    /// The hub with explicit settings.
-    pub(crate) fn with_settings(
-        gateway: Arc<dyn Gateway>,
+        tenant: String,
         settings: HubSettings,
+        readers: Arc<Semaphore>,
         stop: CancellationToken,
     ) -> Hub {
         Hub {
             shared: Arc::new(Shared {
                 gateway,
+                tenant,
                 settings,
                 stop,
                 live: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
-                readers: Arc::new(Semaphore::new(settings.max_streams)),
+                readers,
                 sessions: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Whether nothing but this handle uses the hub: no reader, no open tap (whose pump holds
+    /// the shared state), no request opening one. Only meaningful where no other handle can be
+    /// cloned meanwhile (under the lock of the map holding it).
+    pub(crate) fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
     }
 
     /// A reader of `filters` (valid, non-shared, distinct) from `from` (`None`: from now).
@@ -231,32 +244,36 @@ impl Hub {
         if shared.stop.is_cancelled() {
             return Err(HubError::Unavailable(GatewayError::Unavailable));
         }
-        if shared.lock().is_none() {
-            self.connect().await?;
+        // The tap may close between opening it and taking the lock (the engine closed it, or
+        // the pump found it idle before this reader acquired its filters): open it once more.
+        for _ in 0..2 {
+            if shared.lock().is_none() {
+                self.connect().await?;
+            }
+            let mut guard = shared.lock();
+            let Some(live) = guard.as_mut() else {
+                continue;
+            };
+            let now = now();
+            let ids = live.core.acquire(now, filters)?;
+            let replay = live.core.resume(now, &ids, from);
+            if live.core.has_commands() {
+                shared.wake.notify_one();
+            }
+            let channels = live.subscribe(&distinct(&ids), shared.settings.live_buffer);
+            let reader = Reader::new(
+                shared.clone(),
+                live.session,
+                live.core.epoch(),
+                ids,
+                channels,
+                replay,
+                permit,
+            );
+            drop(guard);
+            return Ok(reader);
         }
-        let mut guard = shared.lock();
-        // The tap may have closed again between the two locks: report it like a failed open.
-        let live = guard
-            .as_mut()
-            .ok_or(HubError::Unavailable(GatewayError::Unavailable))?;
-        let now = now();
-        let ids = live.core.acquire(now, filters)?;
-        let replay = live.core.resume(now, &ids, from);
-        if live.core.has_commands() {
-            shared.wake.notify_one();
-        }
-        let channels = live.subscribe(&distinct(&ids), shared.settings.live_buffer);
-        let reader = Reader::new(
-            shared.clone(),
-            live.session,
-            live.core.epoch(),
-            ids,
-            channels,
-            replay,
-            permit,
-        );
-        drop(guard);
-        Ok(reader)
+        Err(HubError::Unavailable(GatewayError::Unavailable))
     }
 
     /// Opens the tap and starts its pump, unless another reader did meanwhile.
@@ -269,12 +286,12 @@ impl Hub {
         let tap = tokio::select! {
             biased;
             () = shared.stop.cancelled() => Err(GatewayError::Unavailable),
-            tap = tokio::time::timeout(OPEN_TIMEOUT, shared.gateway.open_tap()) => {
+            tap = tokio::time::timeout(OPEN_TIMEOUT, shared.gateway.open_tap(shared.tenant.clone())) => {
                 tap.unwrap_or(Err(GatewayError::Unavailable))
             }
         }
         .map_err(|e| {
-            tracing::warn!(error = %e, "the HTTP stream hub could not open its tap");
+            tracing::warn!(tenant = %shared.tenant, error = %e, "the HTTP stream hub could not open its tap");
             HubError::Unavailable(e)
         })?;
         let session = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
@@ -283,22 +300,25 @@ impl Hub {
             core: HubCore::new(Epoch::random(), shared.settings.limits),
             channels: HashMap::new(),
         });
-        tracing::debug!(session, "the HTTP stream hub opened its tap");
+        tracing::debug!(tenant = %shared.tenant, session, "the HTTP stream hub opened its tap");
         tokio::spawn(pump(shared.clone(), tap, session));
         Ok(())
     }
 }
 
 /// Moves messages from the tap into the core and the live channels, and the core's commands to
-/// the tap, until the tap closes or the gateway drains. Commands are sent through a reserved
-/// slot inside the same `select!` as the receive, so a full command channel never stops the
-/// pump from draining messages (the engine may be waiting on those).
+/// the tap, until the tap closes, the gateway drains or the hub tracks no filter any more.
+/// Commands are sent through a reserved slot inside the same `select!` as the receive, so a
+/// full command channel never stops the pump from draining messages (the engine may be waiting
+/// on those).
 async fn pump(shared: Arc<Shared>, tap: Tap, session: u64) {
     let Tap {
         commands,
         mut messages,
     } = tap;
-    let mut sweep = tokio::time::interval(SWEEP);
+    // The first sweep waits a whole period: the reader that opened the tap has not acquired
+    // its filters yet, and an immediate sweep would find the hub idle.
+    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP, SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Ends too when the session is no longer the open one (not expected: only this task
     // clears it).
@@ -325,7 +345,17 @@ async fn pump(shared: Arc<Shared>, tap: Tap, session: u64) {
             }
             () = shared.wake.notified() => {}
             _ = sweep.tick() => {
-                shared.with_live(session, |live| live.core.handle_timeout(now()));
+                // Checked and cleared under one lock, so no reader acquires a filter of a tap
+                // that is closing.
+                let mut guard = shared.lock();
+                if let Some(live) = guard.as_mut().filter(|live| live.session == session) {
+                    live.core.handle_timeout(now());
+                    if live.core.is_idle() {
+                        *guard = None;
+                        tracing::debug!(tenant = %shared.tenant, session, "the HTTP stream hub closes its idle tap");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -334,7 +364,7 @@ async fn pump(shared: Arc<Shared>, tap: Tap, session: u64) {
         // Dropping the channels tells every reader of this session that it is over.
         *live = None;
     }
-    tracing::debug!(session, "the HTTP stream hub's tap ended");
+    tracing::debug!(tenant = %shared.tenant, session, "the HTTP stream hub's tap ended");
 }
 
 #[cfg(test)]
@@ -368,7 +398,14 @@ mod tests {
     ) {
         let (gateway, engines) = FakeGateway::new();
         let stop = CancellationToken::new();
-        let hub = Hub::with_settings(gateway.clone(), settings, stop.clone());
+        let readers = Arc::new(Semaphore::new(settings.max_streams));
+        let hub = Hub::new(
+            gateway.clone(),
+            "default".into(),
+            settings,
+            readers,
+            stop.clone(),
+        );
         (hub, gateway, engines, stop)
     }
 
@@ -520,6 +557,37 @@ mod tests {
             engine.next_command().await,
             TapCommand::Unsubscribe { filter: "a".into() }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tap_that_tracks_nothing_closes_and_the_next_reader_reopens_it() {
+        let (hub, gateway, mut engines, _stop) = hub(settings(10, 16, 8));
+        let reader = hub.open(&filters(&["a"]), None).await.unwrap();
+        let mut engine = engines.recv().await.unwrap();
+        engine.until_subscribed(&["a"]).await;
+        assert!(
+            !hub.is_unused(),
+            "the pump holds the hub while the tap is open"
+        );
+        let seen = reader.position();
+        drop(reader);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(
+            engine.next_command().await,
+            TapCommand::Unsubscribe { filter: "a".into() }
+        );
+        within(engine.closed()).await;
+        assert!(hub.is_unused(), "no tap, no reader");
+
+        let mut again = hub.open(&filters(&["a"]), Some(seen)).await.unwrap();
+        assert_eq!(gateway.opened.load(Ordering::SeqCst), 2);
+        match within(again.next()).await {
+            Some(Item::Reset { resets, .. }) => {
+                assert_eq!(resets[0].reason, ResetReason::Restarted);
+            }
+            other => panic!("expected a reset, got {other:?}"),
+        }
+        engines.recv().await.unwrap().until_subscribed(&["a"]).await;
     }
 
     #[tokio::test]

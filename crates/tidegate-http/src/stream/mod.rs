@@ -1,6 +1,6 @@
 //! SSE and long-poll subscriptions: `GET /v1/subscribe` and `GET /v1/poll`.
 //!
-//! Place in the data flow:
+//! Place in the data flow (one hub per tenant, each with its own tap session in its tenant):
 //! ```text
 //! engine ──Tap.messages──▶ hub pump ──▶ HubCore (seq, per-filter histories) ──▶ broadcast
 //!    ▲                                        ▲                                   │
@@ -9,13 +9,15 @@
 //! ```
 //! - [`position`]: the `<epoch>-<seq>` positions clients resume from.
 //! - [`history`] and [`core`]: the sans-IO rules (histories, resets, ref-counted filters).
-//! - [`hub`]: the tap and its pump task; [`reader`]: what each request reads through.
+//! - [`hub`]: one tenant's tap and its pump task; [`hubs`]: a hub per tenant, and the ACL check
+//!   of a reader's filters; [`reader`]: what each request reads through.
 //! - [`query`]: request parameters, checked before anything opens.
 //! - [`sse`] and [`poll`]: the two endpoints.
 
 mod core;
 mod history;
 mod hub;
+mod hubs;
 mod poll;
 mod position;
 mod query;
@@ -24,7 +26,7 @@ mod sse;
 #[cfg(test)]
 mod testkit;
 
-pub(crate) use hub::Hub;
+pub(crate) use hubs::Hubs;
 
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;

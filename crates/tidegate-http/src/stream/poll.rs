@@ -1,7 +1,8 @@
 //! `GET /v1/poll`: a [`Reader`] as a long-poll, for networks that break streaming.
 //!
-//! Place in the data flow: `request -> auth -> query checks -> Hub::open(cursor) -> Reader ->
-//! collect (this module) -> JSON`. The cursor is the same position an SSE `id` carries: a poll
+//! Place in the data flow: `request -> auth -> query checks -> Hubs::open(cursor) (the token's
+//! tenant; its ACL checks every filter, 403 `not_authorized`) -> Reader -> collect (this
+//! module) -> JSON`. The cursor is the same position an SSE `id` carries: a poll
 //! answers at once with what came after it (or a `reset`), else waits up to `timeout` for the
 //! next message. Between polls the hub keeps the filters' histories (for
 //! `http.history_max_age_secs`), so consecutive polls lose nothing.
@@ -73,6 +74,9 @@ pub(crate) struct PollMessage {
         (status = 200, body = PollResponse,
          description = "The messages after the cursor (possibly none, after the timeout)"),
         ParamErrors, AuthErrors, EngineErrors,
+        (status = 403, body = ErrorBody,
+         description = "`forbidden` (an admin token), or `not_authorized`: the ACL of the \
+                        token's tenant does not let it read a filter (named in the message)"),
         (status = 429, body = ErrorBody,
          description = "`rate_limited`: too many requests with this token, or \
                         `http.max_streams` streams and polls are open (with `Retry-After`)"),
@@ -83,7 +87,6 @@ pub(crate) async fn poll(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PollResponse>, ApiError> {
-    access.require_unbound_stream()?;
     let inner = &state.inner;
     let params = StreamParams::parse(query.as_deref())?;
     let filters = check_filters(params.filters, inner.config.max_filters)?;
@@ -98,7 +101,7 @@ pub(crate) async fn poll(
         DEFAULT_TIMEOUT_SECS,
         inner.config.max_poll_timeout_secs,
     )?;
-    let reader = inner.hub.open(&filters, from).await?;
+    let reader = inner.hubs.open(&access.caller, &filters, from).await?;
     collect(reader, timeout, MAX_POLL_MESSAGES).await.map(Json)
 }
 

@@ -1,7 +1,8 @@
 //! `GET /v1/subscribe`: a [`Reader`] as Server-Sent Events.
 //!
-//! Place in the data flow: `request -> auth -> query checks -> Hub::open -> Reader -> events
-//! (this module) -> axum Sse (+ heartbeat comments) -> client`.
+//! Place in the data flow: `request -> auth -> query checks -> Hubs::open (the token's tenant;
+//! its ACL checks every filter, 403 `not_authorized`) -> Reader -> events (this module) -> axum
+//! Sse (+ heartbeat comments) -> client`.
 //!
 //! The events:
 //! - a message: `id:` its position, `event:` its topic (`message` when the topic holds a line
@@ -61,6 +62,9 @@ const LAST_EVENT_ID: &str = "last-event-id";
                         \"reason\"}]}`), `event: error` before the stream ends when the gateway's \
                         message tap closes, and heartbeat comments"),
         ParamErrors, AuthErrors, EngineErrors,
+        (status = 403, body = ErrorBody,
+         description = "`forbidden` (an admin token), or `not_authorized`: the ACL of the \
+                        token's tenant does not let it read a filter (named in the message)"),
         (status = 429, body = ErrorBody,
          description = "`rate_limited`: too many requests with this token, or \
                         `http.max_streams` streams and polls are open (with `Retry-After`)"),
@@ -72,7 +76,6 @@ pub(crate) async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    access.require_unbound_stream()?;
     let inner = &state.inner;
     let params = StreamParams::parse(query.as_deref())?;
     let filters = check_filters(params.filters, inner.config.max_filters)?;
@@ -90,7 +93,7 @@ pub(crate) async fn subscribe(
         (None, Some(q)) if !q.trim().is_empty() => Some(parse_position(q, "last_event_id")?),
         (None, _) => None,
     };
-    let reader = inner.hub.open(&filters, from).await?;
+    let reader = inner.hubs.open(&access.caller, &filters, from).await?;
     let start = from.is_none().then(|| reader.position());
     let keep_alive = KeepAlive::new()
         .interval(inner.config.heartbeat())

@@ -17,8 +17,8 @@ use axum::body::{Body, BodyDataStream};
 use axum::http::{Request, Response, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidegate_protocol::topic::matches;
 use tokio::sync::mpsc;
@@ -31,13 +31,16 @@ pub(crate) const TOKEN: &str = "publish-token";
 /// How long a test waits for something that should happen at once.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A gateway whose only working call is `open_tap`; each tap's engine side goes to the test.
+/// A gateway whose only working calls are `open_tap` and `check_subscribe`; each tap's engine
+/// side goes to the test.
 pub(crate) struct FakeGateway {
     engines: mpsc::UnboundedSender<Engine>,
     /// While set, `open_tap` fails.
     pub(crate) refuse: AtomicBool,
     /// Taps opened so far.
     pub(crate) opened: AtomicUsize,
+    /// Filters every ACL denies (to callers bound to one).
+    denied: Mutex<Vec<String>>,
 }
 
 impl FakeGateway {
@@ -48,8 +51,17 @@ impl FakeGateway {
             engines,
             refuse: AtomicBool::new(false),
             opened: AtomicUsize::new(0),
+            denied: Mutex::new(Vec::new()),
         };
         (Arc::new(gateway), rx)
+    }
+
+    /// Makes every tenant's ACL deny reading `filter`.
+    pub(crate) fn deny(&self, filter: &str) {
+        self.denied
+            .lock()
+            .expect("not poisoned")
+            .push(filter.to_owned());
     }
 }
 
@@ -123,7 +135,7 @@ impl Gateway for FakeGateway {
     fn ready(&self) -> bool {
         false
     }
-    fn open_tap(&self) -> BoxFuture<'_, Result<Tap, GatewayError>> {
+    fn open_tap(&self, tenant: String) -> BoxFuture<'_, Result<Tap, GatewayError>> {
         Box::pin(async move {
             if self.refuse.load(Ordering::SeqCst) {
                 return Err(GatewayError::Unavailable);
@@ -132,6 +144,7 @@ impl Gateway for FakeGateway {
             let (messages_tx, messages) = mpsc::channel(64);
             self.opened.fetch_add(1, Ordering::SeqCst);
             let engine = Engine {
+                tenant,
                 commands: commands_rx,
                 messages: messages_tx,
                 subscriptions: Vec::new(),
@@ -141,6 +154,19 @@ impl Gateway for FakeGateway {
                 .map_err(|_| GatewayError::Unavailable)?;
             Ok(Tap { commands, messages })
         })
+    }
+    fn check_subscribe(&self, caller: &Caller, filters: &[String]) -> Result<(), GatewayError> {
+        if caller.acl.is_none() {
+            return Ok(());
+        }
+        let denied = self.denied.lock().expect("not poisoned");
+        match filters.iter().find(|f| denied.contains(f)) {
+            Some(filter) => Err(GatewayError::Refused {
+                reason: 0x87,
+                message: format!("the ACL does not let this token read {filter:?}"),
+            }),
+            None => Ok(()),
+        }
     }
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<TenantView>, GatewayError>> {
         unavailable()
@@ -168,6 +194,8 @@ impl Gateway for FakeGateway {
 /// The engine's side of one tap: applies the hub's commands and routes publishes like the
 /// engine would (one message per publish, carrying the ids of every matching subscription).
 pub(crate) struct Engine {
+    /// The tenant the tap was opened in.
+    pub(crate) tenant: String,
     commands: mpsc::Receiver<TapCommand>,
     messages: mpsc::Sender<TapMessage>,
     /// Filter and id, in subscription order.
@@ -193,6 +221,13 @@ impl Engine {
             .expect("the hub closed the tap");
         self.apply(command.clone());
         command
+    }
+
+    /// Waits until the hub drops the tap, applying its last commands.
+    pub(crate) async fn closed(&mut self) {
+        while let Some(command) = self.commands.recv().await {
+            self.apply(command);
+        }
     }
 
     /// Waits until every filter of `filters` is subscribed.

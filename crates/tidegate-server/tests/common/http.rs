@@ -209,18 +209,18 @@ impl Gate {
     /// Opens `GET /v1/subscribe` for `filters`, resuming after `last_event_id` when given
     /// (in the `Last-Event-ID` header); asserts 200 and `text/event-stream`.
     pub(crate) async fn subscribe(&self, filters: &[&str], last_event_id: Option<&str>) -> Sse {
-        let mut request = self
-            .client
-            .get(self.url("/v1/subscribe"))
-            .query(&filters.iter().map(|f| ("filter", *f)).collect::<Vec<_>>())
-            .bearer_auth(PUBLISH_TOKEN);
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = tokio::time::timeout(PATIENCE, request.send())
+        self.subscribe_as(PUBLISH_TOKEN, filters, last_event_id)
             .await
-            .expect("the SSE stream did not open in time")
-            .unwrap();
+    }
+
+    /// [`Gate::subscribe`] with `token`.
+    pub(crate) async fn subscribe_as(
+        &self,
+        token: &str,
+        filters: &[&str],
+        last_event_id: Option<&str>,
+    ) -> Sse {
+        let response = self.subscribe_response(token, filters, last_event_id).await;
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response
             .headers()
@@ -235,10 +235,46 @@ impl Gate {
         Sse::new(response)
     }
 
+    /// `GET /v1/subscribe` for `filters` with `token`, resuming after `last_event_id` when
+    /// given; the response as it came (status unchecked, body unread).
+    pub(crate) async fn subscribe_response(
+        &self,
+        token: &str,
+        filters: &[&str],
+        last_event_id: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url("/v1/subscribe"))
+            .query(&filters.iter().map(|f| ("filter", *f)).collect::<Vec<_>>())
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        tokio::time::timeout(PATIENCE, request.send())
+            .await
+            .expect("the SSE stream did not open in time")
+            .unwrap()
+    }
+
     /// `GET /v1/poll` for `filter` from `cursor` waiting up to `timeout` seconds; the answer.
     pub(crate) async fn poll(&self, filter: &str, cursor: Option<&str>, timeout: u64) -> Value {
+        self.poll_as(PUBLISH_TOKEN, &[filter], cursor, timeout)
+            .await
+            .expect(StatusCode::OK)
+    }
+
+    /// `GET /v1/poll` for `filters` with `token`; the answer, whatever its status.
+    pub(crate) async fn poll_as(
+        &self,
+        token: &str,
+        filters: &[&str],
+        cursor: Option<&str>,
+        timeout: u64,
+    ) -> Reply {
         let timeout = timeout.to_string();
-        let mut query = vec![("filter", filter), ("timeout", timeout.as_str())];
+        let mut query: Vec<(&str, &str)> = filters.iter().map(|f| ("filter", *f)).collect();
+        query.push(("timeout", timeout.as_str()));
         if let Some(cursor) = cursor {
             query.push(("cursor", cursor));
         }
@@ -246,8 +282,8 @@ impl Gate {
             .client
             .get(self.url("/v1/poll"))
             .query(&query)
-            .bearer_auth(PUBLISH_TOKEN);
-        read(request).await.expect(StatusCode::OK)
+            .bearer_auth(token);
+        read(request).await
     }
 
     /// rumqttc v5 options for `id` against the MQTT listener (clean start, 30 s keep alive).
