@@ -10,7 +10,8 @@ without running the brokers again:
     python3 scripts/bench/render.py target/bench-peers/<time> docs
 
 It also renders scripts/bench-http's section (`--http RESULTS_DIR [FILE]`, see the end of the
-file), which peers' renders keep as they keep the other scripts' marked sections.
+file) and scripts/bench-fairness's (`--fairness RESULTS_DIR [FILE]`, in fairness.py), which
+peers' renders keep as they keep the other scripts' marked sections.
 
 Every goal of issue 3 is judged here from the measured numbers, as met or not met with its
 ratio; nothing is rounded in the goal's favour. Standard library only.
@@ -1606,10 +1607,17 @@ def replace_marked(path, name, block):
 
 
 def main(argv):
-    if len(argv) in (3, 4) and argv[1] == "--http":
-        section = http_section(argv[2])
+    if len(argv) in (3, 4) and argv[1] in ("--http", "--fairness"):
+        if argv[1] == "--http":
+            mark, section = HTTP_MARK, http_section(argv[2])
+        else:
+            # Imported here: fairness.py uses this module's helpers, so a top-level import
+            # would be circular.
+            import fairness
+
+            mark, section = fairness.MARK, fairness.section(argv[2])
         if len(argv) == 4:
-            replace_marked(argv[3], HTTP_MARK, section)
+            replace_marked(argv[3], mark, section)
         else:
             print(section)
         return 0
@@ -1617,7 +1625,9 @@ def main(argv):
         print(
             "usage: render.py RESULTS_DIR OUT_DIR          (scripts/bench-peers)\n"
             "       render.py --http RESULTS_DIR [FILE]    (scripts/bench-http: print the "
-            "HTTP section, or put it into FILE)",
+            "HTTP section, or put it into FILE)\n"
+            "       render.py --fairness RESULTS_DIR [FILE]  (scripts/bench-fairness: the "
+            "Fairness section)",
             file=sys.stderr,
         )
         return 2

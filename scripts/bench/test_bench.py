@@ -1,4 +1,4 @@
-"""Unit tests of the results renderer (and its HTTP section), the stack summariser and the SVG charts.
+"""Unit tests of the results renderer (and its HTTP and Fairness sections), the stack summariser and the SVG charts.
 
 Place in the flow: these check the pure parts of scripts/bench-peers' reporting (the goal
 verdicts, the choice among repeated runs, the kernel-memory and CPU arithmetic, the perf
@@ -18,7 +18,8 @@ import xml.dom.minidom
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import render  # noqa: E402  (sibling modules, found through the path set just above)
+import fairness  # noqa: E402  (sibling modules, found through the path set just above)
+import render  # noqa: E402
 import stacks  # noqa: E402
 import svg  # noqa: E402
 
@@ -353,6 +354,171 @@ class HttpSection(unittest.TestCase):
             with contextlib.redirect_stderr(io.StringIO()) as err:
                 self.assertEqual(render.main(["render.py", "--http"]), 2)
             self.assertIn("usage", err.getvalue())
+
+
+def fairness_report(p99_ns, delivered=2_000, window=(1_000, 6_000), qos=1, lost=0,
+                    generator_bound=False):
+    """A pairs report as tidegate-bench writes it, with its measured wall-clock window."""
+    rep = message_report(delivered, p99_ns, rate_target=2_000, generator_bound=generator_bound)
+    rep["messages"].update(
+        qos=qos, unacked=0, errors=[],
+        measured_from_unix_ms=window[0], measured_until_unix_ms=window[1],
+    )
+    rep["messages"]["streams"]["lost"] = lost
+    return rep
+
+
+def write_fairness_results(root, runs, meta=None):
+    """runs: {file stem: report}; a /proc/stat pair and a load average for every quiet run."""
+    with open(f"{root}/meta.tsv", "w", encoding="utf-8") as f:
+        for k, v in (meta or {"rate": "2000", "noisy_pairs": "8", "generator_cpu": "1",
+                              "repeat": "2"}).items():
+            f.write(f"{k}\t{v}\n")
+    with open(f"{root}/commands.tsv", "w", encoding="utf-8") as f:
+        f.write("noisy-q1-flood0\tnoisy\ttaskset -c 1 nice -n 19 tidegate-bench pairs -n 8\n")
+        f.write("quiet-q1-flood0\tquiet\ttaskset -c 1 tidegate-bench pairs -n 10\n")
+        f.write("noisy-q1-flood0\tnoisy\ttaskset -c 1 nice -n 19 tidegate-bench pairs -n 8\n")
+    with open(f"{root}/runs.tsv", "w", encoding="utf-8") as f:
+        for stem, rep in runs.items():
+            if stem.startswith("quiet-"):
+                f.write(f"{stem}\t0.50 0.40 0.30\n")
+    for stem, rep in runs.items():
+        with open(f"{root}/{stem}.json", "w", encoding="utf-8") as f:
+            json.dump(rep, f)
+        if stem.startswith("quiet-"):
+            with open(f"{root}/{stem}.stat0", "w", encoding="utf-8") as f:
+                f.write("cpu 0 0 0 0 0 0 0 0\ncpu0 0 0 0 100 0 0 0 0\ncpu1 0 0 0 100 0 0 0 0\n")
+            with open(f"{root}/{stem}.stat1", "w", encoding="utf-8") as f:
+                # Core 1: +60 user, +40 idle.
+                f.write("cpu 0 0 0 0 0 0 0 0\ncpu0 90 0 0 110 0 0 0 0\ncpu1 60 0 0 140 0 0 0 0\n")
+
+
+NOISY_WINDOW = (500, 7_000)
+
+
+class FairnessSection(unittest.TestCase):
+    def runs(self):
+        ms = 1_000_000
+        return {
+            # Round 1: idle 1 ms; flooded at QoS 0: 1.5 ms (1.5×), at QoS 1: 3 ms (3×).
+            "quiet-q1-idle.r1": fairness_report(1 * ms),
+            "quiet-q1-flood0.r1": fairness_report(3 * ms // 2),
+            "noisy-q1-flood0.r1": fairness_report(9 * ms, 80_000, NOISY_WINDOW, qos=0),
+            "quiet-q1-flood1.r1": fairness_report(3 * ms),
+            "noisy-q1-flood1.r1": fairness_report(9 * ms, 40_000, NOISY_WINDOW,
+                                                  generator_bound=True),
+            # Round 2: idle 2 ms; QoS 0 flood 2.2 ms (1.1×); the QoS 1 flood ended before the
+            # quiet window did, so its 10× does not count.
+            "quiet-q1-idle.r2": fairness_report(2 * ms),
+            "quiet-q1-flood0.r2": fairness_report(22 * ms // 10),
+            "noisy-q1-flood0.r2": fairness_report(9 * ms, 100_000, NOISY_WINDOW, qos=0),
+            "quiet-q1-flood1.r2": fairness_report(20 * ms),
+            "noisy-q1-flood1.r2": fairness_report(9 * ms, 40_000, (500, 5_000)),
+            # Quiet QoS 0: idle only in round 1, its flooded run lost messages.
+            "quiet-q0-idle.r1": fairness_report(1 * ms, qos=0),
+            "quiet-q0-flood0.r1": fairness_report(5 * ms, qos=0, lost=3),
+            "noisy-q0-flood0.r1": fairness_report(9 * ms, 90_000, NOISY_WINDOW, qos=0),
+        }
+
+    def test_ratios_medians_and_verdicts(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_fairness_results(root, self.runs())
+            rows = fairness.collect(root, 1)
+            vs = {(v["qos"], v["flood"]): v for v in fairness.verdicts(rows)}
+        q1f0 = vs[(1, 0)]
+        self.assertEqual([round(x, 2) for x in q1f0["ratios"]], [1.5, 1.1])
+        self.assertAlmostEqual(q1f0["median"], 1.3)
+        self.assertEqual(q1f0["verdict"], "met")
+        self.assertEqual(q1f0["noisy_rate"], 90_000)
+        self.assertEqual(q1f0["idle_p99"], 1_500_000)
+        q1f1 = vs[(1, 1)]
+        self.assertEqual(q1f1["ratios"], [3.0], "the uncovered round is excluded")
+        self.assertEqual(q1f1["excluded"], 1)
+        self.assertEqual(q1f1["verdict"], "**NOT MET**")
+        self.assertEqual(vs[(0, 0)]["median"], 5.0)
+        self.assertEqual(vs[(0, 1)]["verdict"], "NOT MEASURED")
+        covered = {(r["round"], r["qos"], r["flood"]): r["covered"] for r in rows}
+        self.assertIs(covered[(2, 1, 1)], False)
+        self.assertIs(covered[(1, 1, 0)], True)
+        self.assertIsNone(covered[(1, 1, None)])
+        busy = {r["stem"]: r["generator_core_busy"] for r in rows}
+        self.assertEqual(busy["quiet-q1-idle.r1"], 60.0)
+
+    def test_section_shows_every_run_and_the_flags(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_fairness_results(root, self.runs())
+            text = fairness.section(root)
+        self.assertTrue(text.startswith("<!-- fairness:begin -->\n## Fairness"))
+        self.assertTrue(text.endswith("<!-- fairness:end -->"))
+        self.assertIn("**Goal NOT MET** in 2 of 4 combinations; the worst (quiet QoS 0, flood QoS 0)", text)
+        goal = text[text.index("### Goal") : text.index("### Every run")]
+        row = table_row(goal, "| QoS 1, 2,000 msg/s | QoS 1,")
+        self.assertIn("| 3.00× |", row)
+        self.assertIn("| 0 of 1 (1 excluded) |", row)
+        self.assertIn("**NOT MET**", row)
+        runs = text[text.index("### Every run") :]
+        self.assertEqual(runs.count("\n| 1 | QoS 1 |"), 3)
+        uncovered = table_row(runs, "| 2 | QoS 1 | QoS 1 |")
+        self.assertIn("| **NO** |", uncovered)
+        self.assertIn("| 10.00× |", uncovered)
+        self.assertIn("**GENERATOR-BOUND**", table_row(runs, "| 1 | QoS 1 | QoS 1 |"))
+        self.assertIn("**lost 3**", table_row(runs, "| 1 | QoS 0 | QoS 0 |"))
+        self.assertIn("| 90,000 / 90,000 |", table_row(runs, "| 1 | QoS 0 | QoS 0 |"))
+        self.assertIn("| 90,000 / 90,000 |", row_q0 := table_row(goal, "| QoS 0, 2,000 msg/s | QoS 0,"))
+        self.assertIn("| 5.00× |", row_q0)
+        self.assertIn("| 60% |", table_row(runs, "| 1 | QoS 1 | none (idle) |"))
+        self.assertIn("0.50 0.40 0.30", table_row(runs, "| 1 | QoS 1 | none (idle) |"))
+        # Each workload's command once, the flood's marked as such.
+        self.assertEqual(text.count("nice -n 19 tidegate-bench pairs -n 8"), 1)
+        self.assertIn("# noisy-q1-flood0 (noisy); the quiet one starts", text)
+
+    def test_failed_flood_is_not_measured(self):
+        ms = 1_000_000
+        with tempfile.TemporaryDirectory() as root:
+            write_fairness_results(root, {
+                "quiet-q1-idle.r1": fairness_report(1 * ms),
+                "quiet-q1-flood0.r1": fairness_report(2 * ms),
+                "noisy-q1-flood0.r1": fairness_report(ms, 1, NOISY_WINDOW, qos=0),
+                "quiet-q1-flood1.r1": fairness_report(ms),
+                "quiet-q0-idle.r1": fairness_report(ms, qos=0),
+                "quiet-q0-flood0.r1": fairness_report(ms, qos=0),
+                "noisy-q0-flood0.r1": fairness_report(ms, 1, NOISY_WINDOW, qos=0),
+                "quiet-q0-flood1.r1": fairness_report(ms, qos=0),
+                "noisy-q0-flood1.r1": fairness_report(ms, 1, NOISY_WINDOW),
+            })
+            text = fairness.section(root)
+            vs = {(v["qos"], v["flood"]): v for v in fairness.verdicts(fairness.collect(root, 1))}
+        # Exactly 2× is within the goal; a flood that produced no report does not count.
+        self.assertEqual(vs[(1, 0)]["verdict"], "met")
+        self.assertEqual(vs[(1, 1)]["verdict"], "NOT MEASURED")
+        self.assertIn("**flood failed**", table_row(text, "| 1 | QoS 1 | QoS 1 |"))
+        self.assertIn("**Goal NOT MEASURED** for quiet QoS 1 / flood QoS 1; met where measured.", text)
+
+    def test_all_met(self):
+        ms = 1_000_000
+        runs = {}
+        for q in (1, 0):
+            runs[f"quiet-q{q}-idle.r1"] = fairness_report(ms, qos=q)
+            for flood in (0, 1):
+                runs[f"quiet-q{q}-flood{flood}.r1"] = fairness_report(19 * ms // 10, qos=q)
+                runs[f"noisy-q{q}-flood{flood}.r1"] = fairness_report(ms, 1, NOISY_WINDOW, qos=flood)
+        with tempfile.TemporaryDirectory() as root:
+            write_fairness_results(root, runs)
+            text = fairness.section(root)
+        self.assertIn("**Goal met**", text)
+        self.assertEqual(text.count("| 1.90× | 1 of 1 |"), 4)
+
+    def test_command_line_writes_into_the_file(self):
+        with tempfile.TemporaryDirectory() as root:
+            write_fairness_results(root, self.runs())
+            out = f"{root}/benchmarks.md"
+            with open(out, "w", encoding="utf-8") as f:
+                f.write("# Benchmarks\n\n<!-- http:begin -->\nH\n<!-- http:end -->\n")
+            self.assertEqual(render.main(["render.py", "--fairness", root, out]), 0)
+            with open(out, encoding="utf-8") as f:
+                text = f.read()
+            self.assertIn("<!-- http:begin -->\nH\n<!-- http:end -->\n\n<!-- fairness:begin -->", text)
+            self.assertEqual(len(render.kept_sections(out)), 2)
 
 
 class Charts(unittest.TestCase):

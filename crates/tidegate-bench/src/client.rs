@@ -304,3 +304,69 @@ impl Connection {
         let _ = self.wr.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(version: ProtocolVersion) -> ConnectOptions {
+        ConnectOptions {
+            version,
+            client_id: "c".to_owned(),
+            clean_start: true,
+            keep_alive: 60,
+            session_expiry: Some(300),
+            username: Some("u@quiet".to_owned()),
+            password: Some("pw".to_owned()),
+            timeout: Duration::from_secs(1),
+            read_chunk: 1024,
+        }
+    }
+
+    fn encoded(o: &ConnectOptions) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        tidegate_protocol::encode(&connect_packet(o).unwrap(), o.version, &mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn connect_v311_carries_username_and_password() {
+        let mut want = vec![0x10, 26, 0, 4, b'M', b'Q', b'T', b'T', 4];
+        // User name (0x80), password (0x40), clean session (0x02); no session expiry in 3.1.1.
+        want.extend_from_slice(&[0xC2, 0, 60]);
+        want.extend_from_slice(&[0, 1, b'c']);
+        want.extend_from_slice(&[0, 7]);
+        want.extend_from_slice(b"u@quiet");
+        want.extend_from_slice(&[0, 2, b'p', b'w']);
+        assert_eq!(encoded(&opts(ProtocolVersion::V311)), want);
+    }
+
+    #[test]
+    fn connect_v5_carries_credentials_and_session_expiry() {
+        let mut want = vec![0x10, 32, 0, 4, b'M', b'Q', b'T', b'T', 5, 0xC2, 0, 60];
+        // Properties: Session Expiry Interval (0x11) = 300.
+        want.extend_from_slice(&[5, 0x11, 0, 0, 0x01, 0x2C]);
+        want.extend_from_slice(&[0, 1, b'c', 0, 7]);
+        want.extend_from_slice(b"u@quiet");
+        want.extend_from_slice(&[0, 2, b'p', b'w']);
+        assert_eq!(encoded(&opts(ProtocolVersion::V5)), want);
+    }
+
+    #[test]
+    fn connect_without_credentials_sets_no_flags() {
+        let mut o = opts(ProtocolVersion::V311);
+        o.username = None;
+        o.password = None;
+        o.clean_start = false;
+        let bytes = encoded(&o);
+        assert_eq!(bytes.get(9), Some(&0x00), "connect flags in {bytes:x?}");
+        assert_eq!(bytes.len(), 2 + 10 + 3);
+    }
+
+    #[test]
+    fn invalid_username_is_an_error() {
+        let mut o = opts(ProtocolVersion::V311);
+        o.username = Some("nul\0inside".to_owned());
+        assert!(matches!(connect_packet(&o), Err(ClientError::Utf8(_))));
+    }
+}

@@ -217,6 +217,10 @@ pub struct MessageStats {
     pub send_lag: LatencySummary,
     /// Client errors, one line each.
     pub errors: Vec<String>,
+    /// Wall-clock start of the measured window, ms since the Unix epoch.
+    pub measured_from_unix_ms: Option<u64>,
+    /// Wall-clock end of the measured window, ms since the Unix epoch.
+    pub measured_until_unix_ms: Option<u64>,
 }
 
 /// Results of conn.

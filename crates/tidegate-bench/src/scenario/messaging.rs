@@ -123,6 +123,7 @@ pub async fn run(shape: Shape, args: &MessageArgs) -> Result<Report, ScenarioErr
     traffic::add_subscriber_results(&mut m, &sub_results, &sent, "subscriber");
     traffic::finish_rates(&mut m, args.qos, args.rate, args.duration, &mut warnings);
 
+    window.stamp(&mut m);
     let generator = GeneratorStats::new(&[window.cpu_ns], window.wall, args.common.threads);
     let broker = traffic::broker_stats(
         &env,

@@ -320,4 +320,28 @@ mod tests {
         assert_eq!(out.len(), 200);
         assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= DEFAULT_CONNECT_CONCURRENCY);
     }
+
+    #[tokio::test]
+    async fn credentials_reach_every_connect() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "tidegate-bench",
+            "pairs",
+            "--url",
+            "tcp://127.0.0.1:1",
+            "--username",
+            "bench@quiet",
+            "--password",
+            "secret",
+        ])
+        .unwrap();
+        let crate::cli::Scenario::Pairs(m) = cli.scenario else {
+            panic!("not pairs")
+        };
+        let env = RunEnv::new(&m.common).await.unwrap();
+        let opts = env.connect_options("c1".into(), true, IDLE_READ_CHUNK);
+        assert_eq!(opts.username.as_deref(), Some("bench@quiet"));
+        assert_eq!(opts.password.as_deref(), Some("secret"));
+        assert_eq!(opts.client_id, "c1");
+    }
 }

@@ -202,28 +202,53 @@ pub struct Window {
     pub broker1: Option<ProcSample>,
     /// Wall time of the window.
     pub wall: Duration,
+    /// Wall-clock start of the window, ms since the Unix epoch.
+    pub from_unix_ms: u64,
+    /// Wall-clock end of the window, ms since the Unix epoch.
+    pub until_unix_ms: u64,
+}
+
+impl Window {
+    /// Records the window's wall-clock bounds in the statistics, so that runs of separate
+    /// processes (the fairness benchmark's two generators) can be checked to have overlapped.
+    pub fn stamp(&self, m: &mut MessageStats) {
+        m.measured_from_unix_ms = Some(self.from_unix_ms);
+        m.measured_until_unix_ms = Some(self.until_unix_ms);
+    }
+}
+
+/// Milliseconds since the Unix epoch, now (0 for a clock set before 1970).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Sleeps through the warm-up and the measured window, sampling at both ends.
 pub async fn measure_window(env: &RunEnv, timing: &Timing, warnings: &mut Vec<String>) -> Window {
     let clock = env.clock;
     tokio::time::sleep_until(clock.instant_at(timing.warmup_end_ns).into()).await;
-    let (cpu0, broker0, t0) = (
+    let (cpu0, broker0, t0, from_unix_ms) = (
         resources::self_cpu_ns(),
         env.broker.and_then(|b| b.sample(warnings)),
         Instant::now(),
+        unix_ms_now(),
     );
     tokio::time::sleep_until(clock.instant_at(timing.end_ns).into()).await;
-    let (cpu1, broker1, t1) = (
+    let (cpu1, broker1, t1, until_unix_ms) = (
         resources::self_cpu_ns(),
         env.broker.and_then(|b| b.sample(warnings)),
         Instant::now(),
+        unix_ms_now(),
     );
     Window {
         cpu_ns: cpu1.saturating_sub(cpu0),
         broker0,
         broker1,
         wall: t1.duration_since(t0),
+        from_unix_ms,
+        until_unix_ms,
     }
 }
 
@@ -462,5 +487,40 @@ mod tests {
         assert_eq!(m.streams_with_loss, 2);
         assert_eq!(m.delivered_in_window, 3);
         assert_eq!(m.errors, vec!["sse stream: boom".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn window_records_its_wall_clock_bounds() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "tidegate-bench",
+            "pairs",
+            "--url",
+            "tcp://127.0.0.1:1",
+        ])
+        .unwrap();
+        let crate::cli::Scenario::Pairs(args) = cli.scenario else {
+            panic!("not pairs")
+        };
+        let env = RunEnv::new(&args.common).await.unwrap();
+        let before = unix_ms_now();
+        let timing = Timing::new(
+            env.clock,
+            Duration::from_millis(1),
+            Duration::from_millis(20),
+            Duration::from_millis(60),
+        );
+        let mut warnings = Vec::new();
+        let window = measure_window(&env, &timing, &mut warnings).await;
+        let mut m = MessageStats::default();
+        window.stamp(&mut m);
+        let (from, until) = (
+            m.measured_from_unix_ms.unwrap(),
+            m.measured_until_unix_ms.unwrap(),
+        );
+        // The window starts after the warm-up and lasts the duration (ms rounding aside).
+        assert!(from >= before + 20, "{before} {from}");
+        assert!(until - from >= 59, "{from} {until}");
+        assert!(until <= unix_ms_now());
     }
 }

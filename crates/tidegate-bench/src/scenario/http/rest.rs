@@ -152,6 +152,7 @@ pub async fn run(args: &HttpArgs) -> Result<Report, ScenarioError> {
     }
 
     let connections = u64::from(n) + topo.subscribers.len() as u64;
+    window.stamp(&mut m);
     let generator = GeneratorStats::new(&[window.cpu_ns], window.wall, m_args.common.threads);
     let broker = traffic::broker_stats(
         &env,
