@@ -5,11 +5,18 @@
 //! An [`Endpoint`] is the resolved [`Target`]: a socket address (TCP or Unix), optionally TLS
 //! on top ([`crate::tls`]), optionally WebSocket on top of that ([`crate::ws`]), the same
 //! layering as the gateway's listeners. The halves are split so a connection task can wait for
-//! "readable" and "writable" at once (`select!` over a read and a write) without a lock: plain
-//! TCP and Unix sockets split for free; layered streams go through `tokio::io::split`.
+//! "readable" and "writable" at once (`select!` over a read and a write): plain TCP and Unix
+//! sockets split for free; layered streams go through `tokio::io::split`, and their writing
+//! side completes a write only once it is flushed to the socket ([`LayeredWriter`]: a TLS
+//! record left inside rustls would otherwise wait for the next write).
+
+mod layered;
+
+pub use layered::{Boxed, LayeredReader, LayeredWriter};
 
 use crate::target::{Target, host_port};
 use crate::tls::{TlsClient, TlsError, TlsOptions};
+use layered::Layered;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -121,45 +128,6 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Any stream a layered connection ends up as.
-trait Layered: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Layered for T {}
-
-/// A boxed layered stream (TLS, WebSocket).
-pub struct Boxed(Box<dyn Layered>);
-
-impl fmt::Debug for Boxed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Boxed")
-    }
-}
-
-impl AsyncRead for Boxed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Boxed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
 /// The reading side of a connection.
 #[derive(Debug)]
 pub enum ReadHalf {
@@ -168,7 +136,7 @@ pub enum ReadHalf {
     /// Unix domain socket.
     Unix(unix::OwnedReadHalf),
     /// TLS and/or WebSocket.
-    Layered(tokio::io::ReadHalf<Boxed>),
+    Layered(LayeredReader),
 }
 
 /// The writing side of a connection.
@@ -178,8 +146,8 @@ pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     /// Unix domain socket.
     Unix(unix::OwnedWriteHalf),
-    /// TLS and/or WebSocket.
-    Layered(tokio::io::WriteHalf<Boxed>),
+    /// TLS and/or WebSocket; a write completes once flushed to the socket.
+    Layered(LayeredWriter),
 }
 
 /// Opens a connection to `endpoint`, binding TCP sockets to `source` first when given.
@@ -222,10 +190,6 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     socket.set_nodelay(true)?;
-    if let Some(n) = std::env::var("TGB_EXPERIMENT_SOCKBUF").ok().and_then(|v| v.parse().ok()) {
-        socket.set_send_buffer_size(n)?;
-        socket.set_recv_buffer_size(n)?;
-    }
     socket.connect(addr).await
 }
 
@@ -250,7 +214,7 @@ async fn layer<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 }
 
 fn split_layered(stream: Boxed) -> io::Result<(ReadHalf, WriteHalf)> {
-    let (r, w) = tokio::io::split(stream);
+    let (r, w) = layered::split_layered(stream);
     Ok((ReadHalf::Layered(r), WriteHalf::Layered(w)))
 }
 
@@ -361,9 +325,15 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// A TLS echo server with a fresh self-signed certificate for "localhost"; returns its
-    /// address, the CA file to trust, and the directory holding it (removed when dropped).
-    async fn tls_echo(ws: bool) -> (SocketAddr, PathBuf, tempfile::TempDir) {
+    /// A TLS server with a fresh self-signed certificate for "localhost" that hands its first
+    /// connection to `serve`; returns its address, the CA file to trust, and the directory
+    /// holding it (removed when dropped). Accepted sockets get a 4 KiB receive buffer, so a
+    /// client's writes fill the socket quickly when `serve` reads slowly.
+    async fn tls_server<F, Fut>(serve: F) -> (SocketAddr, PathBuf, tempfile::TempDir)
+    where
+        F: FnOnce(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
@@ -379,19 +349,29 @@ mod tests {
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(8).unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let tls = acceptor.accept(s).await.unwrap();
+            serve(acceptor.accept(s).await.unwrap()).await;
+        });
+        (addr, ca, dir)
+    }
+
+    /// A TLS echo server (WebSocket inside TLS when `ws`); see [`tls_server`].
+    async fn tls_echo(ws: bool) -> (SocketAddr, PathBuf, tempfile::TempDir) {
+        tls_server(move |tls| async move {
             if ws {
                 echo_ws(tls).await;
             } else {
                 let (mut r, mut w) = tokio::io::split(tls);
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
-        });
-        (addr, ca, dir)
+        })
+        .await
     }
 
     // The callback's error type is tungstenite's (a full HTTP response), not ours to shrink.
@@ -425,6 +405,44 @@ mod tests {
         }
     }
 
+    /// [`read_slowly_then_answer`] behind a WebSocket server handshake: binary messages in,
+    /// the count back as one binary message.
+    #[allow(clippy::result_large_err)] // tungstenite's callback type, as in `echo_ws`
+    async fn ws_read_slowly_then_answer<S: AsyncRead + AsyncWrite + Unpin>(s: S) {
+        use futures_core::Stream;
+        use futures_sink::Sink;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+        let select_mqtt = |_: &Request, mut resp: Response| {
+            resp.headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            Ok(resp)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(s, select_mqtt)
+            .await
+            .unwrap();
+        let mut ws = Pin::new(&mut ws);
+        let mut got = 0;
+        while got < SLOW_TOTAL {
+            match std::future::poll_fn(|cx| ws.as_mut().poll_next(cx)).await {
+                Some(Ok(Message::Binary(b))) => got += b.len(),
+                other => panic!("client stopped after {got} bytes: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let answer = (got as u64).to_be_bytes().to_vec();
+        std::future::poll_fn(|cx| ws.as_mut().poll_ready(cx))
+            .await
+            .unwrap();
+        ws.as_mut()
+            .start_send(Message::Binary(answer.into()))
+            .unwrap();
+        std::future::poll_fn(|cx| ws.as_mut().poll_flush(cx))
+            .await
+            .unwrap();
+    }
+
     async fn round_trip(url: &str, ca: PathBuf) {
         let tls = TlsOptions {
             ca_file: Some(ca),
@@ -450,6 +468,72 @@ mod tests {
     async fn wss_round_trip() {
         let (addr, ca, _dir) = tls_echo(true).await;
         round_trip(&format!("wss://localhost:{}/mqtt", addr.port()), ca).await;
+    }
+
+    /// Bytes the slow servers below expect before answering.
+    const SLOW_TOTAL: usize = 4 << 20;
+
+    /// Reads [`SLOW_TOTAL`] bytes slowly (so the client's socket stays full while it writes),
+    /// then answers with the count as 8 bytes.
+    async fn read_slowly_then_answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+        let mut got = 0;
+        let mut buf = vec![0u8; 16 * 1024];
+        while got < SLOW_TOTAL {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed after {got} bytes");
+            got += n;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        s.write_all(&(got as u64).to_be_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    /// Writes [`SLOW_TOTAL`] bytes to `url` over a socket with a small send buffer, then only
+    /// reads: the answer comes only if every written byte left the process.
+    async fn write_then_read_answer(url: &str, ca: PathBuf, addr: SocketAddr) {
+        let tls = TlsOptions {
+            ca_file: Some(ca),
+            ..Default::default()
+        };
+        let ep = Endpoint::resolve(&Target::parse_url(url).unwrap(), &tls)
+            .await
+            .unwrap();
+        // A small send buffer, so the socket refuses bytes long before the end.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (mut r, mut w) = split_layered(layer(&ep, stream).await.unwrap()).unwrap();
+        let chunk = vec![0x5Au8; 100 * 1024];
+        for _ in 0..SLOW_TOTAL / chunk.len() {
+            w.write_all(&chunk).await.unwrap();
+        }
+        w.write_all(&chunk[..SLOW_TOTAL % chunk.len()])
+            .await
+            .unwrap();
+        let mut answer = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(20), r.read_exact(&mut answer))
+            .await
+            .expect("every written byte reaches the server")
+            .unwrap();
+        assert_eq!(u64::from_be_bytes(answer), SLOW_TOTAL as u64);
+    }
+
+    /// A write that returns has left the process: TLS records that rustls encrypted but the
+    /// socket did not take must not wait in rustls for a flush nobody calls (the load
+    /// generator's tasks only ever `write`).
+    #[tokio::test]
+    async fn tls_writes_reach_the_socket_without_a_flush() {
+        let (addr, ca, _dir) = tls_server(read_slowly_then_answer).await;
+        let url = format!("tls://localhost:{}", addr.port());
+        write_then_read_answer(&url, ca, addr).await;
+    }
+
+    /// The same over WebSocket inside TLS.
+    #[tokio::test]
+    async fn wss_writes_reach_the_socket_without_a_flush() {
+        let (addr, ca, _dir) = tls_server(ws_read_slowly_then_answer).await;
+        let url = format!("wss://localhost:{}/mqtt", addr.port());
+        write_then_read_answer(&url, ca, addr).await;
     }
 
     #[tokio::test]

@@ -29,7 +29,9 @@
 //! extension is on, the write is at least 64 bytes and compression makes it smaller. Its
 //! header and payload are copied into `out` (one copy, then one write to the socket, so over
 //! TLS a frame is one record rather than a two-byte record for the header), and the buffer is
-//! released once written.
+//! released once written. The connection flushes after its own writes; the frames the read
+//! side owes the peer (pongs, close echoes) are flushed by the read side itself, since over
+//! TLS an unflushed frame can wait inside rustls for a write that may never come.
 
 mod deflate;
 mod frame;
@@ -62,6 +64,10 @@ pub(crate) struct WsStream<S> {
     out: BytesMut,
     /// A close frame was queued: no more frames after it.
     close_sent: bool,
+    /// Bytes queued by the read side (a pong, a close echo) went to `inner` without a
+    /// completed flush. Over TLS they may sit in rustls until one, and the connection flushes
+    /// only after its own writes, so the read side retries it (see `try_drain`).
+    flush_owed: bool,
     /// permessage-deflate, when negotiated; boxed so that a connection without it pays one
     /// pointer.
     deflate: Option<Box<Deflate>>,
@@ -76,6 +82,7 @@ impl<S> WsStream<S> {
             reader: FrameReader::default(),
             out: BytesMut::new(),
             close_sent: false,
+            flush_owed: false,
             deflate: None,
         }
     }
@@ -110,10 +117,21 @@ impl<S: AsyncWrite + Unpin> WsStream<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what is queued if the socket takes it now; errors wait for the next write.
+    /// Sends what is queued and flushes it, as far as the socket takes it now; errors wait for
+    /// the next write. The read side calls this for the frames it owes the peer (pongs, close
+    /// echoes): nothing else would flush them on a connection that has no MQTT bytes to write,
+    /// and over TLS an unflushed frame can wait in rustls. A flush still owed keeps
+    /// [`Transport::poll_read_ready`] ready, so the connection's next read comes back here
+    /// once the socket is writable.
     fn try_drain(&mut self, cx: &mut Context<'_>) {
         if !self.out.is_empty() {
-            let _ = self.poll_drain(cx);
+            self.flush_owed = true;
+            if !matches!(self.poll_drain(cx), Poll::Ready(Ok(()))) {
+                return;
+            }
+        }
+        if self.flush_owed && Pin::new(&mut self.inner).poll_flush(cx).is_ready() {
+            self.flush_owed = false;
         }
     }
 
@@ -236,7 +254,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.flush_owed = false;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -257,7 +277,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 
 impl<S: Transport> Transport for WsStream<S> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.leftover.is_empty() && !self.reader.closed && !self.inflate_pending() {
+        // An owed flush is retried by the next read (`try_drain`).
+        if self.leftover.is_empty()
+            && !self.reader.closed
+            && !self.inflate_pending()
+            && !self.flush_owed
+        {
             self.inner.poll_read_ready(cx)
         } else {
             Poll::Ready(Ok(()))
@@ -411,6 +436,110 @@ mod tests {
         let mut close = Vec::new();
         client.read_to_end(&mut close).await.unwrap();
         assert_eq!(close, [0x88, 2, 0x03, 0xE8]);
+    }
+
+    /// A TLS-shaped socket: reads come from `input`; writes are taken at once into `pending`
+    /// and reach `socket` only through a flush, which completes only while `open`. It claims
+    /// read readiness only when it has input.
+    #[derive(Debug, Default)]
+    struct Buffering {
+        input: Vec<u8>,
+        pending: Vec<u8>,
+        socket: Vec<u8>,
+        open: bool,
+    }
+
+    impl AsyncRead for Buffering {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.input.is_empty() {
+                return Poll::Pending;
+            }
+            let n = this.input.len().min(buf.remaining());
+            buf.put_slice(&this.input[..n]);
+            this.input.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Buffering {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().pending.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if !this.open {
+                return Poll::Pending;
+            }
+            this.socket.append(&mut this.pending);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    impl Transport for Buffering {
+        fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.input.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// A pong owed on a connection with nothing of its own to write leaves through a flush (over
+    /// TLS it would otherwise wait in rustls), and a flush the socket cannot take yet keeps
+    /// the stream read-ready until a read completes it.
+    #[test]
+    fn a_pong_is_flushed_without_a_write_and_an_owed_flush_keeps_reads_coming() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let ping = client_frame(true, opcode::PING, b"p", [1, 2, 3, 4]);
+        let read = |ws: &mut WsStream<Buffering>, cx: &mut Context<'_>| {
+            let mut space = [0u8; 64];
+            Pin::new(ws).poll_read(cx, &mut ReadBuf::new(&mut space))
+        };
+
+        let mut ws = WsStream::new(
+            Buffering {
+                input: ping.clone(),
+                open: true,
+                ..Buffering::default()
+            },
+            BytesMut::new(),
+        );
+        assert!(read(&mut ws, &mut cx).is_pending(), "no MQTT bytes");
+        assert_eq!(ws.inner.socket, [0x8A, 1, b'p'], "the pong was flushed");
+        assert!(ws.poll_read_ready(&mut cx).is_pending(), "nothing owed");
+
+        let mut ws = WsStream::new(
+            Buffering {
+                input: ping,
+                ..Buffering::default()
+            },
+            BytesMut::new(),
+        );
+        assert!(read(&mut ws, &mut cx).is_pending());
+        assert!(ws.inner.socket.is_empty(), "the socket takes nothing yet");
+        assert!(
+            ws.poll_read_ready(&mut cx).is_ready(),
+            "a flush is owed: the connection must come back to read"
+        );
+        ws.inner.open = true;
+        assert!(read(&mut ws, &mut cx).is_pending());
+        assert_eq!(ws.inner.socket, [0x8A, 1, b'p']);
+        assert!(ws.poll_read_ready(&mut cx).is_pending());
     }
 
     #[tokio::test]
