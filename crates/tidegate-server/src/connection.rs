@@ -83,6 +83,11 @@ use tracing::{debug, error, info};
 pub(crate) const MIN_READ: usize = 512;
 /// Ceiling of the read size for a client that keeps the socket full.
 pub(crate) const MAX_READ: usize = 64 * 1024;
+/// Packets taken from the outbox and encoded per wake-up; with more queued the task yields to
+/// the runtime before the next part (fairness between connections and tenants).
+pub(crate) const WRITE_BATCH: usize = 64;
+/// Packets a connection hands to the engine from one read before it lets other tasks run.
+pub(crate) const READ_BATCH: usize = 64;
 /// How long a connection whose bytes could not be decoded waits for the broker's answer and
 /// close order before it closes on its own.
 pub(crate) const DRAIN_AFTER_DECODE_ERROR: Duration = Duration::from_secs(2);
@@ -306,7 +311,7 @@ impl<T: Transport> Connection<T> {
         async move {
             // The slot is reserved before the event is built, so no (large) `EngineEvent` is
             // held across the await.
-            let opened = match engine_slot(&self.shared.engine).await {
+            let opened = match engine_slot(&self.shared.engine, false).await {
                 Some(slot) => {
                     slot.send(EngineEvent::Open {
                         conn: self.conn,
@@ -347,6 +352,8 @@ impl<T: Transport> Connection<T> {
         // Armed while a read batch waits for its tenant's byte buckets; boxed for the same
         // reason. Neither reading nor decoding happens meanwhile.
         let mut throttle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Set when the outbox still held packets after a bounded take.
+        let mut yield_owed = false;
         loop {
             if closing && self.wbuf.idle() {
                 // Shutting down the write side sends FIN after the last packet; a failure here
@@ -363,6 +370,10 @@ impl<T: Transport> Connection<T> {
                     _ = self.shared.hard_stop.cancelled() => {}
                 }
                 return Ended::ClosedByServer;
+            }
+            if yield_owed {
+                yield_owed = false;
+                tokio::task::yield_now().await;
             }
             let take_outbox = self.wbuf.idle() && !closing;
             let reading = drain_timer.is_none() && !closing && throttle_timer.is_none();
@@ -382,7 +393,8 @@ impl<T: Transport> Connection<T> {
                     drain_timer = Some(Box::pin(tokio::time::sleep(self.shared.drain_grace)));
                 }
                 _ = self.outbox.notified(), if take_outbox => {
-                    let batch = self.outbox.take();
+                    let batch = self.outbox.take_up_to(WRITE_BATCH);
+                    let more = batch.close.is_none() && batch.packets.len() == WRITE_BATCH;
                     match batch.close {
                         Some(CloseMode::Abort) => return Ended::SlowConsumer,
                         Some(CloseMode::Flush) => closing = true,
@@ -397,6 +409,12 @@ impl<T: Transport> Connection<T> {
                     let bytes = (self.wbuf.buf.len() - before) as u64;
                     self.outbox.traffic.add_out(bytes, publishes);
                     self.shared.stats.total_traffic().add_out(bytes, publishes);
+                    // Bounded work per wake-up: a subscriber with a long queue lets the other
+                    // connections' tasks run before it encodes the next part, so one busy
+                    // client (or tenant) cannot hold a worker thread for milliseconds while a
+                    // quiet client's packet waits behind it. The yield is taken at the top of
+                    // the loop: an await in this branch would grow every connection's future.
+                    yield_owed = more;
                 }
                 event = socket_step(
                     &mut self.io,
@@ -558,8 +576,10 @@ impl<T: Transport> Connection<T> {
         bytes: &mut u64,
         publishes: &mut u64,
     ) -> Result<(), DecodeStop> {
+        let mut handed = 0usize;
         loop {
-            let Some(slot) = engine_slot(&self.shared.engine).await else {
+            let pause = handed > 0 && handed.is_multiple_of(READ_BATCH);
+            let Some(slot) = engine_slot(&self.shared.engine, pause).await else {
                 return Err(DecodeStop::EngineGone);
             };
             let buffered = self.rbuf.len();
@@ -586,6 +606,7 @@ impl<T: Transport> Connection<T> {
                                 conn: self.conn,
                                 packet,
                             });
+                            handed += 1;
                             continue;
                         }
                     }
@@ -622,7 +643,7 @@ impl<T: Transport> Connection<T> {
         let Some(verdict) = verdict else {
             return Err(DecodeStop::Stopped);
         };
-        let Some(slot) = engine_slot(&self.shared.engine).await else {
+        let Some(slot) = engine_slot(&self.shared.engine, false).await else {
             return Err(DecodeStop::EngineGone);
         };
         match verdict {
@@ -814,7 +835,17 @@ fn is_websocket_protocol_error(error: &io::Error) -> bool {
 /// A slot in the engine's channel; `None` once the engine is gone. The wait for a full channel
 /// is boxed: it is the rare, backpressured path, and its future would otherwise add over a
 /// hundred bytes to every connection's future.
-async fn engine_slot(engine: &mpsc::Sender<EngineEvent>) -> Option<mpsc::Permit<'_, EngineEvent>> {
+///
+/// With `yield_first` the task first lets the runtime run other tasks: a connection handing
+/// over a large read does so in parts of [`READ_BATCH`] packets (fairness between connections
+/// and tenants), and the yield lives in this small future rather than in the connection's.
+async fn engine_slot(
+    engine: &mpsc::Sender<EngineEvent>,
+    yield_first: bool,
+) -> Option<mpsc::Permit<'_, EngineEvent>> {
+    if yield_first {
+        tokio::task::yield_now().await;
+    }
     match engine.try_reserve() {
         Ok(slot) => Some(slot),
         Err(mpsc::error::TrySendError::Closed(())) => None,
@@ -1206,14 +1237,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_does_not_read_is_still_read_from() {
-        // 16 bytes of pipe: the server's writes block long before 100 PINGRESPs are out.
+        // 16 bytes of pipe: the server's writes block long before WRITE_BATCH PINGRESPs (one
+        // wake-up's worth, taken at once) are out.
         let mut h = start(16).await;
         h.client.write_all(&CONNECT_V311).await.unwrap();
         assert!(matches!(
             next_event(&mut h.events).await,
             EngineEvent::Connect { .. }
         ));
-        for _ in 0..100 {
+        for _ in 0..WRITE_BATCH {
             assert_eq!(h.outbox.push(Packet::PingResp, 1024), Push::Queued);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1234,8 +1266,44 @@ mod tests {
         // Once the client reads, everything arrives in order.
         h.outbox.close(CloseMode::Flush);
         let bytes = read_to_end(&mut h.client).await;
-        assert_eq!(bytes.len(), 2 * 104);
+        assert_eq!(bytes.len(), 2 * (WRITE_BATCH + 4));
         assert!(bytes.chunks(2).all(|p| p == [0xD0, 0]));
+    }
+
+    #[tokio::test]
+    async fn a_long_outbox_goes_out_whole_and_in_order_over_bounded_wake_ups() {
+        let mut h = start(64 * 1024).await;
+        h.client.write_all(&CONNECT_V311).await.unwrap();
+        assert!(matches!(
+            next_event(&mut h.events).await,
+            EngineEvent::Connect { .. }
+        ));
+        let n = WRITE_BATCH * 10 + 3;
+        for i in 0..n {
+            let packet = if i % 2 == 0 {
+                Packet::PingResp
+            } else {
+                Packet::PubAck(tidegate_protocol::PubResponse::success(
+                    tidegate_protocol::PacketId::new(1).unwrap(),
+                ))
+            };
+            assert_eq!(h.outbox.push(packet, n), Push::Queued);
+        }
+        h.outbox.close(CloseMode::Flush);
+        let bytes = read_to_end(&mut h.client).await;
+        // PINGRESP is 2 bytes, a 3.1.1 PUBACK 4, alternating from the first.
+        let mut at = 0;
+        for i in 0..n {
+            let len = if i % 2 == 0 { 2 } else { 4 };
+            let expected: &[u8] = if i % 2 == 0 {
+                &[0xD0, 0]
+            } else {
+                &[0x40, 2, 0, 1]
+            };
+            assert_eq!(&bytes[at..at + len], expected, "packet {i}");
+            at += len;
+        }
+        assert_eq!(at, bytes.len());
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //!                                         ▼
 //!                        Outbox of the target connection (bounded; QoS 0 dropped or
 //!                        slow consumer closed when full) → encode → one write per wake-up
+//!                        (at most WRITE_BATCH packets, then the task yields)
 //! ```
 //! - [`config`] / [`cli`]: what to run, layered file → environment → flags, validated;
 //!   [`tenant_cli`]: `tidegate tenant ...`, a client of the admin API;

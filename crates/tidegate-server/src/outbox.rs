@@ -167,6 +167,27 @@ impl Outbox {
         }
     }
 
+    /// Takes at most `max` packets (the oldest); the close order comes only with the last of
+    /// the queue. When packets remain, the outbox stays notified, so the task comes back for
+    /// them after it let others run (see `crate::connection`: bounded work per wake-up).
+    pub(crate) fn take_up_to(&self, max: usize) -> Batch {
+        let mut state = self.lock();
+        if state.queue.len() <= max {
+            return Batch {
+                packets: std::mem::take(&mut state.queue),
+                close: state.close,
+            };
+        }
+        let rest = state.queue.split_off(max);
+        let packets = std::mem::replace(&mut state.queue, rest);
+        drop(state);
+        self.notify.notify_one();
+        Batch {
+            packets,
+            close: None,
+        }
+    }
+
     /// Called by the connection task when it ends: later pushes are discarded, not kept.
     pub(crate) fn detach(&self) {
         let mut state = self.lock();
@@ -260,6 +281,35 @@ pub(crate) mod tests {
         let batch = outbox.take();
         assert!(batch.packets.is_empty());
         assert_eq!(batch.close, Some(CloseMode::Abort));
+    }
+
+    #[test]
+    fn bounded_takes_keep_the_rest_and_the_close_order_for_later() {
+        let outbox = Outbox::new();
+        for _ in 0..5 {
+            outbox.push(Packet::PingResp, 8);
+        }
+        outbox.close(CloseMode::Flush);
+        let first = outbox.take_up_to(3);
+        assert_eq!(first.packets.len(), 3);
+        assert_eq!(first.close, None, "the close order follows the last packet");
+        let second = outbox.take_up_to(3);
+        assert_eq!(second.packets.len(), 2);
+        assert_eq!(second.close, Some(CloseMode::Flush));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_take_leaves_the_outbox_notified_for_the_rest() {
+        let outbox = Outbox::new();
+        for _ in 0..4 {
+            outbox.push(Packet::PingResp, 8);
+        }
+        outbox.notified().await;
+        assert_eq!(outbox.take_up_to(2).packets.len(), 2);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.notified())
+            .await
+            .expect("woken again for the rest");
+        assert_eq!(outbox.take_up_to(2).packets.len(), 2);
     }
 
     #[test]
