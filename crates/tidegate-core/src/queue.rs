@@ -142,6 +142,18 @@ impl MessageQueue {
         }
     }
 
+    /// Holds at most `limit` entries from now on. Entries already queued beyond a lowered
+    /// limit are kept (they were accepted): the queue shrinks to it as it drains, and until
+    /// then every push is handled as for a full queue.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// The most entries it holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Keeps at most `window` entries in memory from now on; later ones are held by the
     /// store only (the caller persists every entry).
     pub fn set_memory_window(&mut self, window: usize) {

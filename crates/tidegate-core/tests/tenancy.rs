@@ -9,7 +9,7 @@ mod harness;
 use harness::*;
 use std::sync::Arc;
 use tidegate_auth::{Acl, AclRule, Permission, RuleAction};
-use tidegate_core::{ApiPublish, Authorized, BrokerConfig, TenantLimits};
+use tidegate_core::{ApiPublish, Authorized, BrokerConfig, ConnInfo, TenantLimits};
 use tidegate_protocol::{Connect, Packet, ProtocolVersion, PublishProperties, QoS, ReasonCode};
 
 /// Authorization into `tenant`, every topic allowed, no limit.
@@ -388,6 +388,41 @@ fn max_sessions_counts_offline_sessions_too() {
 }
 
 #[test]
+fn the_gateways_own_connections_are_outside_the_tenants_quotas_and_counts() {
+    let sim = Sim::new();
+    let limits = || TenantLimits {
+        max_connections: Some(1),
+        max_sessions: Some(1),
+        ..TenantLimits::default()
+    };
+    let internal = || ConnInfo {
+        internal: true,
+        ..ConnInfo::default()
+    };
+    // The gateway's tap connects first, then the tenant's one allowed client still can.
+    let tap = sim.connect_as_with(v5("$tap", nothing), limited("a", limits()), internal());
+    assert_eq!(tap.connack().reason_code, ReasonCode::Success);
+    let client = sim.connect_as(v5("phone", nothing), limited("a", limits()));
+    assert_eq!(client.connack().reason_code, ReasonCode::Success);
+    let second = sim.connect_as(v5("phone2", nothing), limited("a", limits()));
+    assert_eq!(second.connack().reason_code, ReasonCode::QuotaExceeded);
+    // A full tenant does not keep the gateway's own connection out either.
+    let tap2 = sim.connect_as_with(v5("$tap2", nothing), limited("a", limits()), internal());
+    assert_eq!(tap2.connack().reason_code, ReasonCode::Success);
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!((stats["a"].connections, stats["a"].sessions), (1, 1));
+    assert_eq!(stats["a"].quota.connections, 1);
+    // When they go, the client figures are unchanged and nothing underflows.
+    tap.drop_connection();
+    tap2.drop_connection();
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!((stats["a"].connections, stats["a"].sessions), (1, 1));
+    client.drop_connection();
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!((stats["a"].connections, stats["a"].sessions), (0, 0));
+}
+
+#[test]
 fn max_subscriptions_per_client_refuses_with_0x97() {
     let sim = Sim::new();
     let limits = || TenantLimits {
@@ -433,6 +468,47 @@ fn max_queued_messages_of_the_tenant_bounds_an_offline_session() {
     assert_eq!(sub.receive().len(), 2);
     let stats = sim.with_broker(|b, _| b.tenant_stats());
     assert_eq!(stats["a"].quota.queued_messages, 1);
+}
+
+#[test]
+fn a_changed_queue_limit_applies_to_existing_sessions_and_keeps_what_they_hold() {
+    let sim = Sim::with_config(BrokerConfig {
+        max_queued_messages: 100,
+        ..BrokerConfig::default()
+    });
+    let queue = |n| TenantLimits {
+        max_queued_messages: n,
+        ..TenantLimits::default()
+    };
+    let set = |n| sim.with_broker(|b, now| b.set_tenant_limits(now, "a", Arc::new(queue(n))));
+    // A session created under the gateway's limit (100)...
+    let sub = sim.connect_as(v5("sub", persistent), tenant("a"));
+    sub.subscribe("t", QoS::AtLeastOnce);
+    sub.drop_connection();
+    let publ = sim.connect_as(v5("pub", nothing), tenant("a"));
+    for n in 0..5 {
+        publ.publish("t", n.to_string(), QoS::AtLeastOnce);
+    }
+    // ...gets the tenant's lower limit when it is set: the 5 already queued stay, the next
+    // ones meet a full queue (drop oldest: one out for each one in).
+    set(Some(3));
+    for n in 5..7 {
+        publ.publish("t", n.to_string(), QoS::AtLeastOnce);
+    }
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!(stats["a"].quota.queued_messages, 2);
+    let sub = sim.connect_as(v5("sub", resume), tenant("a"));
+    assert_eq!(sub.receive_payloads(), ["2", "3", "4", "5", "6"]);
+    sub.drop_connection();
+    // Raised again (back to the gateway's limit when unset): nothing more is dropped.
+    set(None);
+    for n in 0..10 {
+        publ.publish("t", n.to_string(), QoS::AtLeastOnce);
+    }
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!(stats["a"].quota.queued_messages, 2);
+    let sub = sim.connect_as(v5("sub", resume), tenant("a"));
+    assert_eq!(sub.receive().len(), 10);
 }
 
 #[test]

@@ -292,8 +292,9 @@ pub(crate) async fn show(
         .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))
 }
 
-/// Replace a tenant's configuration. Connected clients keep what they authenticated with;
-/// new connections get the new configuration at once.
+/// Replace a tenant's configuration. New connections get the new configuration at once;
+/// connected clients stay connected, and the tenant's quotas apply to them as each one's
+/// documentation says (the README's "Tenants" lists what applies when).
 #[utoipa::path(
     put,
     path = "/v1/admin/tenants/{tenant_id}",

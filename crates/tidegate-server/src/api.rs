@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tidegate_auth::Subject;
-use tidegate_core::{ApiPublish, Authorized, Broker, ClientView, ConnId, Message};
+use tidegate_core::{ApiPublish, Authorized, Broker, ClientView, ConnId, Message, TenantLimits};
 use tidegate_http::gateway::{AclIdentity, Caller};
 use tidegate_http::{
     BoxFuture, ClientInfo, ClientQuery, Gateway, GatewayError, GatewayStats, KickOutcome,
@@ -108,6 +108,14 @@ pub(crate) enum ApiRequest {
     /// Connections per tenant id.
     TenantConnections {
         reply: oneshot::Sender<HashMap<String, usize>>,
+    },
+    /// A tenant was created or changed: its quotas become the broker's for it (the ones it
+    /// enforces on clients already connected, e.g. the tenant's message rate and the queue
+    /// limit of its sessions).
+    TenantLimits {
+        tenant: String,
+        limits: Arc<TenantLimits>,
+        reply: oneshot::Sender<()>,
     },
     /// Disconnect every client of a deleted tenant (0x87) and drop its sessions.
     DropTenant {
@@ -228,14 +236,22 @@ impl ApiState {
                 let _ = reply.send(Snapshot::of(broker));
             }
             ApiRequest::TenantConnections { reply } => {
-                // The snapshot takes the HTTP stream taps out of their tenant's count: they are
-                // the gateway's, not the tenant's clients.
+                // The HTTP stream taps are not in their tenant's count (`ConnInfo::internal`):
+                // they are the gateway's, not the tenant's clients.
                 let counts = Snapshot::of(broker)
                     .tenants
                     .into_iter()
                     .map(|(id, c)| (id.to_string(), c.connections))
                     .collect();
                 let _ = reply.send(counts);
+            }
+            ApiRequest::TenantLimits {
+                tenant,
+                limits,
+                reply,
+            } => {
+                broker.set_tenant_limits(now, &tenant, limits);
+                let _ = reply.send(());
             }
             ApiRequest::DropTenant { tenant, reply } => {
                 let disconnected =
@@ -589,6 +605,9 @@ pub(crate) struct GatewayHandle {
     tap_window: u16,
     /// The live tenants and their store.
     tenants: Arc<TenantAdmin>,
+    /// Serialises the admin API's tenant changes with their effect in the engine, so the
+    /// broker ends with the limits of the change that was made last.
+    tenant_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GatewayHandle {
@@ -609,6 +628,7 @@ impl GatewayHandle {
             // Half the outbound queue, so a tap's deliveries plus the engine's other packets to
             // it never fill its outbox (which would close it as a slow consumer).
             tap_window: u16::try_from((max_outbound_queue / 2).clamp(1, 1000)).unwrap_or(1000),
+            tenant_changes: Arc::default(),
             tenants,
         }
     }
@@ -703,6 +723,27 @@ impl GatewayHandle {
     }
 
     /// Sends `request` built around a fresh reply channel and waits for the answer.
+    /// Creates or replaces a tenant (see [`TenantAdmin::put`]), then hands its quotas to the
+    /// broker: new connections get them from their CONNECT, connected clients and stored
+    /// sessions from here.
+    async fn put_tenant(
+        &self,
+        config: tidegate_auth::TenantConfig,
+        exists: bool,
+    ) -> Result<(), TenantError> {
+        let _serialised = self.tenant_changes.lock().await;
+        let tenant = config.id.clone();
+        let limits = Arc::new(crate::auth::tenant_limits(&config.quotas));
+        self.tenants.put(config, exists).await?;
+        self.ask(|reply| ApiRequest::TenantLimits {
+            tenant,
+            limits,
+            reply,
+        })
+        .await
+        .map_err(TenantError::Gateway)
+    }
+
     async fn ask<T>(
         &self,
         request: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
@@ -903,14 +944,14 @@ impl Gateway for GatewayHandle {
         &self,
         config: tidegate_auth::TenantConfig,
     ) -> BoxFuture<'_, Result<(), TenantError>> {
-        Box::pin(self.tenants.put(config, false))
+        Box::pin(self.put_tenant(config, false))
     }
 
     fn replace_tenant(
         &self,
         config: tidegate_auth::TenantConfig,
     ) -> BoxFuture<'_, Result<(), TenantError>> {
-        Box::pin(self.tenants.put(config, true))
+        Box::pin(self.put_tenant(config, true))
     }
 
     fn delete_tenant(&self, id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>> {

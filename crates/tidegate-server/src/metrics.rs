@@ -34,7 +34,7 @@ pub(crate) struct Snapshot {
     pub(crate) connections: BTreeMap<(String, &'static str), usize>,
     /// The gateway's own internal sessions (the HTTP stream tap), not clients.
     pub(crate) internal_connections: usize,
-    /// Counters and gauges per tenant id, the internal sessions taken out of their tenant's.
+    /// Counters and gauges per tenant id (the internal sessions are not a tenant's).
     pub(crate) tenants: BTreeMap<Arc<str>, TenantCounters>,
 }
 
@@ -43,15 +43,9 @@ impl Snapshot {
     pub(crate) fn of(broker: &Broker) -> Snapshot {
         let mut connections = BTreeMap::new();
         let mut internal = 0;
-        let mut tenants = broker.tenant_stats();
         for v in broker.client_views() {
             if v.listener.starts_with(INTERNAL_LISTENER) {
                 internal += 1;
-                if let Some(t) = tenants.get_mut(&v.tenant) {
-                    // A tap is one connection holding one session.
-                    t.connections = t.connections.saturating_sub(1);
-                    t.sessions = t.sessions.saturating_sub(1);
-                }
                 continue;
             }
             *connections
@@ -63,7 +57,8 @@ impl Snapshot {
             reasons: broker.reason_counts().clone(),
             connections,
             internal_connections: internal,
-            tenants,
+            // The broker leaves the taps (`ConnInfo::internal`) out of their tenant's figures.
+            tenants: broker.tenant_stats(),
         }
     }
 }

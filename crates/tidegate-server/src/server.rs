@@ -323,6 +323,14 @@ impl Server {
             tenant_admin,
         } = self;
         let server_reference: Option<Utf8> = config.shutdown.server_reference()?;
+        let mut storage = storage;
+        // Every tenant's quotas before the first event: restored sessions get their tenant's
+        // queue limit, and the tenant rates apply from the first message.
+        let now = std::time::Instant::now();
+        for tenant in tenant_admin.registry().current().iter() {
+            let limits = Arc::new(crate::auth::tenant_limits(tenant.quotas()));
+            storage.broker.set_tenant_limits(now, tenant.id(), limits);
+        }
         let engine = Engine::with_storage(storage, config.limits.max_outbound_queue, stats.clone());
         let mut engine_task = tokio::spawn(engine::run(
             engine,

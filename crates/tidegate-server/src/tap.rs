@@ -41,6 +41,8 @@ pub(crate) async fn open(
 ) -> Result<Tap, GatewayError> {
     let info = ConnInfo {
         listener: Arc::from(format!("{}http-hub", crate::api::INTERNAL_LISTENER)),
+        // Not a client of the tenant: outside its connection and session quotas and counts.
+        internal: true,
         ..ConnInfo::default()
     };
     let client_id = Utf8::try_from(client_id.as_str()).map_err(|_| GatewayError::Unavailable)?;

@@ -6,9 +6,10 @@
 mod common;
 
 use common::http::{ADMIN_TOKEN, Gate, PUBLISH_TOKEN, Reply, client, config};
-use common::v5::Client;
+use common::v5::{Client, filter};
 use reqwest::{Method, StatusCode};
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, SubscribeReasonCode};
 use rumqttc::v5::{ConnectionError, MqttOptions};
 use serde_json::{Value, json};
 use std::io::Write as _;
@@ -220,6 +221,44 @@ async fn a_tenant_created_live_admits_its_users_and_its_deletion_disconnects_the
     );
     let again = Client::try_connect(login(gate.mqtt, "phone", "phone1@acme")).await;
     assert!(again.is_err(), "a deleted tenant admits nobody");
+}
+
+#[tokio::test]
+async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() {
+    let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
+    admin(
+        &gate,
+        Method::POST,
+        "/v1/admin/tenants",
+        Some(&tenant("acme")),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let mut phone = Client::connect(login(gate.mqtt, "phone", "phone1@acme")).await;
+    phone.subscribe_ok("devices/a", QoS::AtMostOnce).await;
+
+    // One subscription per client from now on: the client connected before the change meets
+    // it on its next SUBSCRIBE, without reconnecting.
+    let mut changed = tenant("acme");
+    changed["quotas"]["max_subscriptions_per_client"] = json!(1);
+    admin(&gate, Method::PUT, "/v1/admin/tenants/acme", Some(&changed))
+        .await
+        .expect(StatusCode::OK);
+    let codes = phone
+        .subscribe_filters(vec![filter("devices/b", QoS::AtMostOnce)], None)
+        .await;
+    assert_eq!(codes, vec![SubscribeReasonCode::QuotaExceeded]);
+
+    // And back: the limit lifted, the same connection subscribes again.
+    admin(
+        &gate,
+        Method::PUT,
+        "/v1/admin/tenants/acme",
+        Some(&tenant("acme")),
+    )
+    .await
+    .expect(StatusCode::OK);
+    phone.subscribe_ok("devices/b", QoS::AtMostOnce).await;
 }
 
 /// A gateway over a `data_dir` that outlives it, so a second one can start where it stopped.

@@ -10,7 +10,7 @@
 mod common;
 
 use common::http::{ADMIN_TOKEN, Gate, PUBLISH_TOKEN, Sse, config};
-use common::tenants::tenant_toml;
+use common::tenants::{tenant_toml, v5_login};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -215,4 +215,41 @@ async fn deleting_a_tenant_ends_its_streams_and_leaves_the_others() {
 
     publish(&gate, BETA, "t", "still here").await;
     assert_eq!(next_payload(&mut beta).await, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_streams_do_not_use_up_its_connection_quota() {
+    // `alpha` admits one connection; its SSE stream (the gateway's own tap in the tenant) must
+    // not be it.
+    let toml = format!(
+        "{}\n[[http.tokens]]\ntoken = \"{ALPHA}\"\nkind = \"publish\"\ntenant = \"alpha\"\n{}",
+        config(""),
+        tenant_toml(
+            "alpha",
+            "[tenants.quotas]\nmax_connections = 1\nmax_sessions = 1\n"
+        ),
+    );
+    let gate = Gate::from_toml(&toml).await;
+    let mut stream = gate.subscribe_as(ALPHA, &["news/#"], None).await;
+    stream.start_id().await;
+
+    let phone = common::v5::Client::connect(v5_login(gate.mqtt, "phone", "alpha")).await;
+    let second = common::v5::Client::try_connect(v5_login(gate.mqtt, "phone2", "alpha")).await;
+    assert!(second.is_err(), "the quota still holds for clients");
+    let list = gate
+        .send(Method::GET, "/v1/admin/tenants", Some(ADMIN_TOKEN), None)
+        .await
+        .expect(StatusCode::OK);
+    let alpha = list["tenants"]
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["id"] == "alpha"))
+        .unwrap_or_else(|| panic!("no alpha in {list}"));
+    assert_eq!(
+        alpha["connections"], 1,
+        "the stream's tap is not a client: {alpha}"
+    );
+
+    publish(&gate, ALPHA, "news/1", "one").await;
+    assert_eq!(next_payload(&mut stream).await, "one");
+    drop(phone);
 }

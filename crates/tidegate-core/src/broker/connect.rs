@@ -71,7 +71,8 @@ impl Broker {
                 return self.refuse_connect(conn, ReasonCode::NotAuthorized);
             }
         }
-        if let Err(reason) = self.check_connect_quotas(auth.tenant, &client_id) {
+        let internal = self.conns.get(&conn).is_some_and(|c| c.info.internal);
+        if let Err(reason) = self.check_connect_quotas(auth.tenant, &client_id, internal) {
             return self.refuse_connect(conn, reason);
         }
 
@@ -142,7 +143,13 @@ impl Broker {
         }
         entry.phase = Phase::Connected(Box::new(connected));
         let listener = entry.info.listener.clone();
-        self.tenant_mut(auth.tenant).connections += 1;
+        let internal = entry.info.internal;
+        let t = self.tenant_mut(auth.tenant);
+        if internal {
+            t.internal += 1;
+        } else {
+            t.connections += 1;
+        }
         // The session record (now online, with this connection's will) is written before the
         // CONNACK can leave.
         self.persist_session(key);
@@ -268,8 +275,17 @@ impl Broker {
 
     /// The tenant's connection and session quotas: a takeover does not add a connection, and
     /// resuming (or replacing) an existing session does not add a session. CONNACK 0x97
-    /// (3.1.1: return code 3, Server unavailable) beyond.
-    fn check_connect_quotas(&mut self, idx: TenantIdx, client_id: &str) -> Result<(), ReasonCode> {
+    /// (3.1.1: return code 3, Server unavailable) beyond. The gateway's own connections
+    /// (`internal`) are neither checked nor counted.
+    fn check_connect_quotas(
+        &mut self,
+        idx: TenantIdx,
+        client_id: &str,
+        internal: bool,
+    ) -> Result<(), ReasonCode> {
+        if internal {
+            return Ok(());
+        }
         let t = self.tenant(idx);
         let existing = t
             .by_client_id
@@ -283,7 +299,7 @@ impl Broker {
         let over_sessions = existing.is_none()
             && t.limits
                 .max_sessions
-                .is_some_and(|max| t.by_client_id.len() >= max as usize);
+                .is_some_and(|max| t.client_sessions() >= max as usize);
         let quota = &mut self.tenant_mut(idx).counters.quota;
         if over_connections {
             quota.connections += 1;

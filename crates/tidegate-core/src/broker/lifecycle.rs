@@ -62,7 +62,11 @@ impl Broker {
         }
         let tenant = st.tenant;
         let t = self.tenant_mut(tenant);
-        t.connections = t.connections.saturating_sub(1);
+        if c.info.internal {
+            t.internal = t.internal.saturating_sub(1);
+        } else {
+            t.connections = t.connections.saturating_sub(1);
+        }
         let key = st.session;
         let will = match fate {
             WillFate::Publish => st.will,

@@ -134,6 +134,11 @@ pub struct ConnInfo {
     pub peer_gid: Option<u32>,
     /// Process id of the peer, when the OS reports it (unix listeners).
     pub peer_pid: Option<i32>,
+    /// The gateway's own connection (the HTTP stream hub's tap), not a client's: it is not
+    /// counted in its tenant's connections and sessions ([`Broker::tenant_stats`], `$SYS`)
+    /// and the tenant's connection and session quotas do not apply to it. Such a connection
+    /// holds one session, which ends with it (expiry 0).
+    pub internal: bool,
 }
 
 /// An action for the IO shell.

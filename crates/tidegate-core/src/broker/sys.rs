@@ -152,7 +152,7 @@ impl Broker {
         let uptime = self
             .started
             .map_or(0, |s| now.saturating_duration_since(s).as_secs());
-        let sessions = t.by_client_id.len();
+        let sessions = t.client_sessions();
         let q = &t.counters.quota;
         let refused = [
             q.connections,

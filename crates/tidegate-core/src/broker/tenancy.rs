@@ -15,10 +15,12 @@
 //!   is dropped. Wills published later and API publications are not re-checked: the will was
 //!   checked at CONNECT, and the API has its own tokens.
 //! - **Quotas** ([`TenantLimits`], the latest CONNECT's or [`Broker::set_tenant_limits`]'s):
-//!   connections and sessions per tenant → CONNACK 0x97 (3.1.1: 3, Server unavailable);
+//!   connections and sessions per tenant → CONNACK 0x97 (3.1.1: 3, Server unavailable; the
+//!   gateway's own connections, `ConnInfo::internal`, neither count nor are refused);
 //!   subscriptions per client → SUBACK 0x97 (3.1.1: 0x80); queued messages per session → the
-//!   tenant's limit replaces the gateway's `max_queued_messages` for sessions created after it
-//!   is set; retained messages and bytes per tenant → a retained PUBLISH over the quota is
+//!   tenant's limit replaces the gateway's `max_queued_messages` for each of its sessions,
+//!   existing ones included when it changes (entries queued over a lowered limit are kept and
+//!   drain; new ones meet the full queue's drop policy); retained messages and bytes per tenant → a retained PUBLISH over the quota is
 //!   still routed to current subscribers but not stored, and a v5 QoS 1/2 publisher gets
 //!   PUBACK/PUBREC 0x97 (3.1.1: a plain acknowledgement); inbound messages per second per client
 //!   and per tenant (token buckets holding one second's worth) → a QoS 1/2 PUBLISH over the
@@ -127,7 +129,7 @@ impl Broker {
             return self.handle_packet(now, conn, Packet::Connect(Box::new(connect)));
         }
         let tenant = self.tenant_idx(&auth.tenant);
-        self.tenant_mut(tenant).set_limits(auth.limits, now);
+        self.apply_tenant_limits(now, tenant, auth.limits);
         // An allow-all ACL needs no check per packet.
         let acl = (*auth.acl != Acl::allow_all()).then_some(auth.acl);
         let auth = ConnAuth {
@@ -144,7 +146,32 @@ impl Broker {
     /// rates and queue limits to connections and sessions made afterwards.
     pub fn set_tenant_limits(&mut self, now: Instant, tenant: &str, limits: Arc<TenantLimits>) {
         let idx = self.tenant_idx(tenant);
+        self.apply_tenant_limits(now, idx, limits);
+    }
+
+    /// Makes `limits` the tenant's. A changed `max_queued_messages` applies to the tenant's
+    /// existing sessions too (see [`crate::queue::MessageQueue::set_limit`] for a lowered one); the
+    /// other limits are read where they are enforced.
+    fn apply_tenant_limits(&mut self, now: Instant, idx: TenantIdx, limits: Arc<TenantLimits>) {
+        let queue_limit = |l: &TenantLimits| {
+            l.max_queued_messages
+                .map_or(self.config.max_queued_messages, |m| m as usize)
+        };
+        let before = queue_limit(&self.tenant(idx).limits);
+        let after = queue_limit(&limits);
         self.tenant_mut(idx).set_limits(limits, now);
+        if before != after {
+            let Broker {
+                tenants, sessions, ..
+            } = self;
+            if let Some(t) = tenants.get(idx.0 as usize) {
+                for key in t.by_client_id.values() {
+                    if let Some(s) = sessions.get_mut(key) {
+                        s.queue.set_limit(after);
+                    }
+                }
+            }
+        }
     }
 
     /// The ACL and rate checks of a PUBLISH from `conn` to `topic`: `Err` with the reason to

@@ -116,8 +116,11 @@ pub(super) struct TenantState {
     pub(super) limits: Arc<TenantLimits>,
     /// The tenant-wide inbound message rate, when limited.
     pub(super) rate: Option<TokenBucket>,
-    /// Connections past CONNACK.
+    /// Clients' connections past CONNACK.
     pub(super) connections: usize,
+    /// The gateway's own connections past CONNACK ([`super::ConnInfo::internal`]), each
+    /// holding one session of `by_client_id`.
+    pub(super) internal: usize,
     /// Counters (the gauges in it are filled in when read).
     pub(super) counters: TenantCounters,
     /// The latest `$SYS/broker/...` values, outside the retained store (see the `sys` module).
@@ -125,6 +128,11 @@ pub(super) struct TenantState {
 }
 
 impl TenantState {
+    /// Sessions of clients: the gateway's own ([`super::ConnInfo::internal`]) left out.
+    pub(super) fn client_sessions(&self) -> usize {
+        self.by_client_id.len().saturating_sub(self.internal)
+    }
+
     pub(super) fn new(id: Arc<str>, max_retained: usize) -> TenantState {
         TenantState {
             id,
@@ -134,6 +142,7 @@ impl TenantState {
             limits: Arc::new(TenantLimits::default()),
             rate: None,
             connections: 0,
+            internal: 0,
             counters: TenantCounters::default(),
             sys: SysTopics::default(),
         }

@@ -74,7 +74,7 @@ impl Broker {
             .map(|t| {
                 let counters = TenantCounters {
                     connections: t.connections,
-                    sessions: t.by_client_id.len(),
+                    sessions: t.client_sessions(),
                     subscriptions: t.router.len(),
                     retained: t.retained.len(),
                     retained_bytes: t.retained.bytes(),

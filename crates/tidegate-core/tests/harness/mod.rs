@@ -479,12 +479,17 @@ impl Sim {
 
     /// A socket was accepted; nothing sent on it yet.
     pub(crate) fn open(&self) -> Client {
+        self.open_with(ConnInfo::default())
+    }
+
+    /// A connection with these transport details was accepted; nothing sent on it yet.
+    pub(crate) fn open_with(&self, info: ConnInfo) -> Client {
         let mut w = self.world.borrow_mut();
         let id = ConnId(w.next_conn);
         w.next_conn += 1;
         w.conns.insert(id, Conn::default());
         let now = w.now;
-        w.broker.handle_open(now, id, ConnInfo::default());
+        w.broker.handle_open(now, id, info);
         w.pump();
         Client {
             world: Rc::clone(&self.world),
@@ -510,7 +515,17 @@ impl Sim {
     /// `auth` (tenant, username, ACL, limits, expiry), as the server does; takes the CONNACK,
     /// if one came, into [`Client::connack`].
     pub(crate) fn connect_as(&self, connect: Connect, auth: Authorized) -> Client {
-        let mut c = self.open();
+        self.connect_as_with(connect, auth, ConnInfo::default())
+    }
+
+    /// [`Sim::connect_as`] on a connection with these transport details.
+    pub(crate) fn connect_as_with(
+        &self,
+        connect: Connect,
+        auth: Authorized,
+        info: ConnInfo,
+    ) -> Client {
+        let mut c = self.open_with(info);
         {
             let mut w = self.world.borrow_mut();
             let now = w.now;
