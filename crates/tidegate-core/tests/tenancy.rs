@@ -316,6 +316,172 @@ fn acl_decides_subscriptions_with_username_and_client_id_substitution() {
     assert_eq!(stats["a"].denied_subscribe, 4);
 }
 
+/// A tenant ACL allowing `rules` (filter, for everything) and denying the rest.
+fn tenant_acl(filters: &[&str]) -> Arc<Acl> {
+    let rules = filters
+        .iter()
+        .map(|f| AclRule::new(RuleAction::All, f, true).unwrap())
+        .collect();
+    Arc::new(Acl::new(rules, Permission::Deny))
+}
+
+/// Publishes `payload` to `topic` at QoS 0 into tenant `a` through the API (no ACL of its own),
+/// so what a subscriber gets shows its subscriptions only.
+fn api_publish(sim: &Sim, topic: &str, payload: &str) {
+    let msg = ApiPublish {
+        topic: utf8(topic),
+        payload: payload.to_owned().into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: PublishProperties::default(),
+    };
+    sim.with_broker(|b, now| b.publish_api_in(now, "a", msg))
+        .expect("published");
+}
+
+/// A PUBACK of an accepted publication is Success, or No matching subscribers (0x10) when
+/// nobody is subscribed: both read as [`ACCEPTED`].
+const ACCEPTED: Option<ReasonCode> = Some(ReasonCode::Success);
+
+fn accepted(code: Option<ReasonCode>) -> Option<ReasonCode> {
+    match code {
+        Some(ReasonCode::NoMatchingSubscribers) => ACCEPTED,
+        other => other,
+    }
+}
+
+#[test]
+fn a_changed_tenant_acl_applies_to_connected_clients_at_once() {
+    let sim = Sim::new();
+    let before = tenant_acl(&["t/#", "u/#"]);
+    let in_a = |acl: &Arc<Acl>, user: &str| Authorized {
+        username: Some(Arc::from(user)),
+        acl: Arc::clone(acl),
+        ..tenant("a")
+    };
+    let sub = sim.connect_as(v5("sub", nothing), in_a(&before, "ann"));
+    assert_eq!(sub.subscribe("t/1", QoS::AtMostOnce), ReasonCode::Success);
+    assert_eq!(sub.subscribe("u/1", QoS::AtMostOnce), ReasonCode::Success);
+    // A token's own layer over the tenant's rules (a JWT with an ACL claim).
+    let token = Authorized {
+        acl: Arc::new(Acl::layered(
+            vec![AclRule::new(RuleAction::Publish, "tok/#", true).unwrap()],
+            Arc::clone(&before),
+        )),
+        ..in_a(&before, "bob")
+    };
+    let jwt = sim.connect_as(v5("jwt", nothing), token);
+    // An anonymous client of an allow-all tenant has no per-connection policy until now.
+    let anon = sim.connect_as(v5("anon", nothing), tenant("a"));
+    assert_eq!(
+        accepted(publish_code(&anon, "x/1", "x", QoS::AtLeastOnce, false)),
+        ACCEPTED
+    );
+    // In another tenant nothing changes.
+    let other = sim.connect_as(
+        v5("other", nothing),
+        Authorized {
+            tenant: Arc::from("b"),
+            ..in_a(&before, "ann")
+        },
+    );
+    assert_eq!(other.subscribe("u/1", QoS::AtMostOnce), ReasonCode::Success);
+
+    let removed = sim.with_broker(|b, _| b.set_tenant_acl("a", tenant_acl(&["t/#"])));
+    assert_eq!(removed, 1, "sub's u/1");
+    // The subscription the new rules deny is gone; the allowed one stays.
+    api_publish(&sim, "u/1", "no");
+    api_publish(&sim, "t/1", "yes");
+    assert_eq!(sub.receive_payloads(), vec!["yes"]);
+    assert_eq!(
+        sub.subscribe("u/2", QoS::AtMostOnce),
+        ReasonCode::NotAuthorized
+    );
+    // The token's layer stays in front of the new rules.
+    assert_eq!(
+        accepted(publish_code(&jwt, "tok/1", "x", QoS::AtLeastOnce, false)),
+        ACCEPTED
+    );
+    assert_eq!(
+        accepted(publish_code(&jwt, "t/1", "x", QoS::AtLeastOnce, false)),
+        ACCEPTED
+    );
+    assert_eq!(
+        accepted(publish_code(&jwt, "u/1", "x", QoS::AtLeastOnce, false)),
+        Some(ReasonCode::NotAuthorized)
+    );
+    assert_eq!(
+        accepted(publish_code(&anon, "x/1", "x", QoS::AtLeastOnce, false)),
+        Some(ReasonCode::NotAuthorized)
+    );
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!(stats["a"].denied_subscribe, 2, "the removed one and u/2");
+    assert_eq!(stats["b"].denied_subscribe, 0);
+    assert_eq!(stats["b"].subscriptions, 1);
+}
+
+#[test]
+fn a_resumed_session_loses_the_subscriptions_its_rules_no_longer_allow() {
+    let sim = Sim::new();
+    let in_a = |acl: Arc<Acl>| Authorized {
+        username: Some(Arc::from("ann")),
+        acl,
+        ..tenant("a")
+    };
+    let sub = sim.connect_as(v5("sub", persistent), in_a(tenant_acl(&["t/#", "u/#"])));
+    sub.subscribe("t/1", QoS::AtLeastOnce);
+    sub.subscribe("u/1", QoS::AtLeastOnce);
+    sub.drop_connection();
+    // The tenant's rules change while it is offline; nobody connected to apply them to.
+    let removed = sim.with_broker(|b, _| b.set_tenant_acl("a", tenant_acl(&["t/#"])));
+    assert_eq!(removed, 0);
+    let sub = sim.connect_as(v5("sub", resume), in_a(tenant_acl(&["t/#"])));
+    assert!(sub.connack().session_present);
+    api_publish(&sim, "u/1", "no");
+    api_publish(&sim, "t/1", "yes");
+    assert_eq!(sub.receive_payloads(), vec!["yes"]);
+    let stats = sim.with_broker(|b, _| b.tenant_stats());
+    assert_eq!(
+        (stats["a"].denied_subscribe, stats["a"].subscriptions),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_client_message_rate_set_live_applies_to_connected_clients() {
+    let sim = Sim::new();
+    let c = sim.connect_as(v5("c", nothing), tenant("a"));
+    for _ in 0..3 {
+        assert_eq!(
+            accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
+            ACCEPTED
+        );
+    }
+    sim.with_broker(|b, now| {
+        let limits = TenantLimits {
+            max_inbound_messages_per_sec: Some(1),
+            ..TenantLimits::default()
+        };
+        b.set_tenant_limits(now, "a", Arc::new(limits));
+    });
+    assert_eq!(
+        accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
+        ACCEPTED
+    );
+    assert_eq!(
+        accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
+        Some(ReasonCode::QuotaExceeded)
+    );
+    // Lifted again: no bucket any more.
+    sim.with_broker(|b, now| b.set_tenant_limits(now, "a", Arc::default()));
+    for _ in 0..3 {
+        assert_eq!(
+            accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
+            ACCEPTED
+        );
+    }
+}
+
 #[test]
 fn a_will_to_a_denied_topic_refuses_the_connect() {
     let sim = Sim::new();

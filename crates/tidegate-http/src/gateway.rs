@@ -477,8 +477,9 @@ pub trait Gateway: Send + Sync + 'static {
     /// durable and new connections see it.
     fn create_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>>;
 
-    /// Replaces the tenant of `config.id` (refused when there is none). Connected clients keep
-    /// what they authenticated with; new connections get the new configuration at once.
+    /// Replaces the tenant of `config.id` (refused when there is none). New connections get the
+    /// new configuration at once; connected clients stay connected and get the new ACL and
+    /// the quotas the broker enforces (the README's "Tenants" lists what applies when).
     fn replace_tenant(&self, config: TenantConfig) -> BoxFuture<'_, Result<(), TenantError>>;
 
     /// Removes the tenant `id`: new connections to it are refused at once, its clients are

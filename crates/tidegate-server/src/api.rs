@@ -109,12 +109,13 @@ pub(crate) enum ApiRequest {
     TenantConnections {
         reply: oneshot::Sender<HashMap<String, usize>>,
     },
-    /// A tenant was created or changed: its quotas become the broker's for it (the ones it
-    /// enforces on clients already connected, e.g. the tenant's message rate and the queue
-    /// limit of its sessions).
-    TenantLimits {
+    /// A tenant was created or changed: its quotas and ACL become the broker's for it (what
+    /// it enforces on clients already connected: see `Broker::set_tenant_limits` and
+    /// `Broker::set_tenant_acl`).
+    TenantChanged {
         tenant: String,
         limits: Arc<TenantLimits>,
+        acl: Arc<tidegate_auth::Acl>,
         reply: oneshot::Sender<()>,
     },
     /// Disconnect every client of a deleted tenant (0x87) and drop its sessions.
@@ -245,12 +246,21 @@ impl ApiState {
                     .collect();
                 let _ = reply.send(counts);
             }
-            ApiRequest::TenantLimits {
+            ApiRequest::TenantChanged {
                 tenant,
                 limits,
+                acl,
                 reply,
             } => {
                 broker.set_tenant_limits(now, &tenant, limits);
+                let removed = broker.set_tenant_acl(&tenant, acl);
+                if removed > 0 {
+                    tracing::info!(
+                        %tenant,
+                        removed,
+                        "tenant ACL changed: subscriptions it no longer allows removed"
+                    );
+                }
                 let _ = reply.send(());
             }
             ApiRequest::DropTenant { tenant, reply } => {
@@ -723,21 +733,25 @@ impl GatewayHandle {
     }
 
     /// Sends `request` built around a fresh reply channel and waits for the answer.
-    /// Creates or replaces a tenant (see [`TenantAdmin::put`]), then hands its quotas to the
-    /// broker: new connections get them from their CONNECT, connected clients and stored
-    /// sessions from here.
+    /// Creates or replaces a tenant (see [`TenantAdmin::put`]), then hands its quotas and ACL
+    /// to the broker: new connections get them with their CONNECT, connected clients and
+    /// stored sessions from here.
     async fn put_tenant(
         &self,
         config: tidegate_auth::TenantConfig,
         exists: bool,
     ) -> Result<(), TenantError> {
         let _serialised = self.tenant_changes.lock().await;
-        let tenant = config.id.clone();
-        let limits = Arc::new(crate::auth::tenant_limits(&config.quotas));
+        let id = config.id.clone();
         self.tenants.put(config, exists).await?;
-        self.ask(|reply| ApiRequest::TenantLimits {
-            tenant,
-            limits,
+        let Some(tenant) = self.tenants.registry().current().get(&id).cloned() else {
+            // Deleted meanwhile: the deletion disconnected its clients.
+            return Ok(());
+        };
+        self.ask(|reply| ApiRequest::TenantChanged {
+            tenant: id,
+            limits: Arc::new(crate::auth::tenant_limits(tenant.quotas())),
+            acl: Arc::clone(tenant.acl()),
             reply,
         })
         .await
@@ -956,6 +970,7 @@ impl Gateway for GatewayHandle {
 
     fn delete_tenant(&self, id: String) -> BoxFuture<'_, Result<TenantDeleted, TenantError>> {
         Box::pin(async move {
+            let _serialised = self.tenant_changes.lock().await;
             // Out of the registry (and the store) first, so none of its clients can come back
             // between the disconnection and the end of the change.
             self.tenants.delete(&id).await?;

@@ -6,10 +6,12 @@
 mod common;
 
 use common::http::{ADMIN_TOKEN, Gate, PUBLISH_TOKEN, Reply, client, config};
-use common::v5::{Client, filter};
+use common::v5::{Client, filter, text};
 use reqwest::{Method, StatusCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, DisconnectReasonCode, PubAckReason, SubscribeReasonCode,
+};
 use rumqttc::v5::{ConnectionError, MqttOptions};
 use serde_json::{Value, json};
 use std::io::Write as _;
@@ -259,6 +261,62 @@ async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() 
     .await
     .expect(StatusCode::OK);
     phone.subscribe_ok("devices/b", QoS::AtMostOnce).await;
+}
+
+#[tokio::test]
+async fn a_tenant_acl_replaced_live_applies_to_connected_clients() {
+    let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
+    admin(
+        &gate,
+        Method::POST,
+        "/v1/admin/tenants",
+        Some(&tenant("acme")),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let mut watcher = Client::connect(login(gate.mqtt, "watcher", "phone1@acme")).await;
+    watcher.subscribe_ok("devices/a/#", QoS::AtMostOnce).await;
+    watcher.subscribe_ok("devices/b/#", QoS::AtMostOnce).await;
+    let mut phone = Client::connect(login(gate.mqtt, "phone", "phone1@acme")).await;
+    assert_eq!(
+        phone.publish_acked("devices/a/1", false, b"before").await,
+        PubAckReason::Success
+    );
+    assert_eq!(text(&watcher.recv().await), "before");
+
+    // Only devices/b/# from now on, for the clients already connected too.
+    let mut narrowed = tenant("acme");
+    narrowed["acl"] = json!([{"action": "all", "filter": "devices/b/#", "allow": true}]);
+    admin(
+        &gate,
+        Method::PUT,
+        "/v1/admin/tenants/acme",
+        Some(&narrowed),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        phone.publish_acked("devices/a/1", false, b"denied").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        phone.publish_acked("devices/b/1", false, b"allowed").await,
+        PubAckReason::Success
+    );
+    assert_eq!(text(&watcher.recv().await), "allowed");
+    let codes = watcher
+        .subscribe_filters(vec![filter("devices/a/2", QoS::AtMostOnce)], None)
+        .await;
+    assert_eq!(codes, vec![SubscribeReasonCode::NotAuthorized]);
+    // The watcher's devices/a/# went with the change: one denied subscription for it, one for
+    // the SUBSCRIBE just refused.
+    let text = common::tenants::metrics(&gate).await;
+    let denied = common::tenants::sample(
+        &text,
+        "tidegate_tenant_denied_total",
+        "tenant=\"acme\",action=\"subscribe\"",
+    );
+    assert_eq!(denied, Some(2), "{text}");
 }
 
 /// A gateway over a `data_dir` that outlives it, so a second one can start where it stopped.

@@ -235,6 +235,17 @@ impl Acl {
         }
     }
 
+    /// This ACL with `tenant` in place of the tenant ACL it was made from: a layer (the rules
+    /// of a token or a hook answer, see [`Acl::layered`]) is kept, over `tenant`; an ACL that
+    /// is not a layer was the tenant's own and becomes `tenant`. How a tenant's changed rules
+    /// reach the clients connected under the old ones.
+    pub fn rebased(&self, tenant: &Arc<Acl>) -> Arc<Acl> {
+        match self.then {
+            Otherwise::Below(_) => Arc::new(Acl::layered(self.rules.clone(), Arc::clone(tenant))),
+            Otherwise::Default(_) => Arc::clone(tenant),
+        }
+    }
+
     /// The rules of this layer, in order.
     pub fn rules(&self) -> &[AclRule] {
         &self.rules
@@ -475,6 +486,29 @@ mod tests {
         assert!(token.check_publish(&w, "t/1").is_allowed());
         assert!(!token.check_publish(&w, "z").is_allowed());
         assert!(!tenant.check_publish(&w, "tok/1").is_allowed());
+    }
+
+    #[test]
+    fn rebasing_keeps_a_layer_and_replaces_a_tenant_acl() {
+        let old = Arc::new(Acl::new(
+            vec![rule(RuleAction::All, "t/#", true)],
+            Permission::Deny,
+        ));
+        let new = Arc::new(Acl::new(
+            vec![rule(RuleAction::All, "n/#", true)],
+            Permission::Deny,
+        ));
+        let w = who(Some("u"), "c");
+        let token = Acl::layered(
+            vec![rule(RuleAction::Publish, "tok/#", true)],
+            Arc::clone(&old),
+        );
+        let token = token.rebased(&new);
+        assert!(token.check_publish(&w, "tok/1").is_allowed());
+        assert!(token.check_publish(&w, "n/1").is_allowed());
+        assert!(!token.check_publish(&w, "t/1").is_allowed());
+        let plain = old.rebased(&new);
+        assert!(Arc::ptr_eq(&plain, &new));
     }
 
     #[test]

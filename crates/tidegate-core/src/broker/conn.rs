@@ -88,3 +88,19 @@ pub(super) struct ConnPolicy {
     /// The credential-expiry entry (a JWT's `exp`): DISCONNECT 0xA0 when it fires.
     pub(super) expiry_timer: Option<TimerKey>,
 }
+
+impl ConnPolicy {
+    /// A policy with no credential expiry (one made after CONNECT, by a tenant change).
+    pub(super) fn boxed(
+        username: Option<Arc<str>>,
+        acl: Option<Arc<Acl>>,
+        rate: Option<TokenBucket>,
+    ) -> Box<ConnPolicy> {
+        Box::new(ConnPolicy {
+            username,
+            acl,
+            rate,
+            expiry_timer: None,
+        })
+    }
+}

@@ -210,6 +210,9 @@ impl Broker {
             }),
         );
         if session_present {
+            // Rules changed while the session was offline (or a token with other claims)
+            // apply to the subscriptions it kept.
+            self.drop_denied_subscriptions(conn);
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.inflight.mark_all_for_resend();
             }
@@ -312,8 +315,8 @@ impl Broker {
         Ok(())
     }
 
-    /// The per-connection policy, or `None` when nothing is restricted (no check per packet
-    /// then); arms the credential-expiry timer.
+    /// The per-connection policy, or `None` for an anonymous client with nothing restricted
+    /// (no check per packet then); arms the credential-expiry timer.
     fn conn_policy(
         &mut self,
         now: Instant,
@@ -325,7 +328,13 @@ impl Broker {
             .limits
             .max_inbound_messages_per_sec
             .map(|r| tenant::bucket(r, now));
-        if auth.acl.is_none() && rate.is_none() && auth.expires_at.is_none() {
+        // A client with a username keeps a policy even when nothing is restricted yet: a
+        // tenant's ACL changed later needs its `%u` (see `Broker::set_tenant_acl`).
+        if auth.acl.is_none()
+            && rate.is_none()
+            && auth.expires_at.is_none()
+            && auth.username.is_none()
+        {
             return None;
         }
         let expiry_timer = auth.expires_at.map(|at| {

@@ -13,7 +13,9 @@
 //!   gets 0x87 (3.1.1: 0x80); a denied PUBLISH is not routed and gets PUBACK/PUBREC 0x87 in v5,
 //!   a plain acknowledgement in 3.1.1 (Mosquitto's behaviour: 3.1.1 cannot say no), and QoS 0
 //!   is dropped. Wills published later and API publications are not re-checked: the will was
-//!   checked at CONNECT, and the API has its own tokens.
+//!   checked at CONNECT, and the API has its own tokens. A tenant's changed rules reach its
+//!   connected clients through [`Broker::set_tenant_acl`] (subscriptions they deny are
+//!   removed), and a resumed session's subscriptions are checked again at CONNECT.
 //! - **Quotas** ([`TenantLimits`], the latest CONNECT's or [`Broker::set_tenant_limits`]'s):
 //!   connections and sessions per tenant → CONNACK 0x97 (3.1.1: 3, Server unavailable; the
 //!   gateway's own connections, `ConnInfo::internal`, neither count nor are refused);
@@ -33,16 +35,17 @@
 //!   passes, DISCONNECT 0xA0 (Maximum connect time) in v5, the socket is closed and the will
 //!   published, as for any server-side close.
 
-use super::conn::Phase;
+use super::conn::{ConnPolicy, Phase};
 use super::lifecycle::WillFate;
 use super::stats::DisconnectSide;
-use super::tenant::TenantIdx;
+use super::tenant::{self, TenantIdx};
 use super::timers::TimerKey;
 use super::{Broker, ConnId};
 use std::sync::Arc;
 use std::time::Instant;
 use tidegate_auth::{Acl, DEFAULT_TENANT_ID, Subject};
 use tidegate_protocol::{Connect, Disconnect, Packet, ReasonCode};
+use tidegate_store::StoreOp;
 
 /// Per-tenant limits the broker enforces (from the tenant's `[tenants.quotas]`); `None` is
 /// unlimited (the gateway-wide `[limits]` still apply).
@@ -149,9 +152,95 @@ impl Broker {
         self.apply_tenant_limits(now, idx, limits);
     }
 
+    /// Makes `acl` the rules of the tenant's connected clients (the tenant's ACL was changed):
+    /// a client's own layer (a JWT's or hook answer's rules) stays in front of the new rules,
+    /// and every subscription the new rules deny is removed from its session, as if the
+    /// client had unsubscribed (MQTT has no way to tell it; counted as denied subscriptions).
+    /// Sessions offline now are checked when they are resumed. Returns how many
+    /// subscriptions were removed. The gateway's own connections are left alone.
+    pub fn set_tenant_acl(&mut self, tenant: &str, acl: Arc<Acl>) -> usize {
+        let idx = self.tenant_idx(tenant);
+        let mut removed = 0;
+        for conn in self.client_conns_of(idx) {
+            let Some(c) = self.connected_mut(conn) else {
+                continue;
+            };
+            let current = c.policy.as_ref().and_then(|p| p.acl.clone());
+            let new = current.map_or_else(|| Arc::clone(&acl), |own| own.rebased(&acl));
+            let new = (*new != Acl::allow_all()).then_some(new);
+            match (&mut c.policy, new) {
+                (Some(policy), new) => policy.acl = new,
+                (None, Some(new)) => c.policy = Some(ConnPolicy::boxed(None, Some(new), None)),
+                (None, None) => {}
+            }
+            removed += self.drop_denied_subscriptions(conn);
+        }
+        removed
+    }
+
+    /// Removes from `conn`'s session every subscription its ACL denies (see
+    /// [`Broker::set_tenant_acl`]; also run when a session is resumed, so rules changed while
+    /// it was offline apply). Returns how many went.
+    pub(super) fn drop_denied_subscriptions(&mut self, conn: ConnId) -> usize {
+        let Some(c) = self.connected(conn) else {
+            return 0;
+        };
+        let Some(policy) = c.policy.as_deref() else {
+            return 0;
+        };
+        let Some(acl) = &policy.acl else {
+            return 0;
+        };
+        let (key, tenant) = (c.session, c.tenant);
+        let Some(s) = self.sessions.get(&key) else {
+            return 0;
+        };
+        let who = Subject {
+            username: policy.username.as_deref(),
+            client_id: &s.client_id,
+        };
+        let denied: Vec<String> = s
+            .subscriptions
+            .keys()
+            .filter(|filter| !acl.check_subscribe(&who, filter).is_allowed())
+            .cloned()
+            .collect();
+        for filter in &denied {
+            if self.unsubscribe_session(key, filter)
+                && let Some(client_id) = self.durable_client(key)
+            {
+                self.store(StoreOp::DeleteSubscription {
+                    client_id,
+                    filter: Arc::from(filter.as_str()),
+                });
+            }
+        }
+        if !denied.is_empty() {
+            tracing::debug!(
+                conn = conn.0,
+                removed = denied.len(),
+                "subscriptions the ACL no longer allows removed"
+            );
+            self.tenant_mut(tenant).counters.denied_subscribe += denied.len() as u64;
+        }
+        denied.len()
+    }
+
+    /// The tenant's clients' connections past CONNACK (the gateway's own left out).
+    fn client_conns_of(&self, idx: TenantIdx) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter_map(|(id, c)| match &c.phase {
+                Phase::Connected(st) if st.tenant == idx && !c.info.internal => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Makes `limits` the tenant's. A changed `max_queued_messages` applies to the tenant's
-    /// existing sessions too (see [`crate::queue::MessageQueue::set_limit`] for a lowered one); the
-    /// other limits are read where they are enforced.
+    /// existing sessions too (see [`crate::queue::MessageQueue::set_limit`] for a lowered one),
+    /// a changed `max_inbound_messages_per_sec` to its connected clients (a fresh bucket each);
+    /// the other limits are read where they are enforced.
     fn apply_tenant_limits(&mut self, now: Instant, idx: TenantIdx, limits: Arc<TenantLimits>) {
         let queue_limit = |l: &TenantLimits| {
             l.max_queued_messages
@@ -159,7 +248,24 @@ impl Broker {
         };
         let before = queue_limit(&self.tenant(idx).limits);
         let after = queue_limit(&limits);
+        let client_rate = limits.max_inbound_messages_per_sec;
+        let rate_changed = self.tenant(idx).limits.max_inbound_messages_per_sec != client_rate;
         self.tenant_mut(idx).set_limits(limits, now);
+        if rate_changed {
+            for conn in self.client_conns_of(idx) {
+                let Some(c) = self.connected_mut(conn) else {
+                    continue;
+                };
+                let rate = client_rate.map(|r| tenant::bucket(r, now));
+                match (&mut c.policy, rate) {
+                    (Some(policy), rate) => policy.rate = rate,
+                    (None, Some(rate)) => {
+                        c.policy = Some(ConnPolicy::boxed(None, None, Some(rate)))
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
         if before != after {
             let Broker {
                 tenants, sessions, ..
