@@ -42,6 +42,11 @@ fn v311(client_id: &str, customize: impl FnOnce(&mut Connect)) -> Connect {
 
 fn nothing(_: &mut Connect) {}
 
+/// Makes `limits` tenant `a`'s, as the admin API does for a changed tenant.
+fn set_limits(sim: &Sim, limits: TenantLimits) {
+    sim.with_broker(|b, now| b.set_tenant_limits(now, "a", Arc::new(limits)));
+}
+
 /// Sends a PUBLISH and returns the reason code of its PUBACK / PUBREC (`None` for QoS 0).
 fn publish_code(
     c: &Client,
@@ -457,13 +462,13 @@ fn a_client_message_rate_set_live_applies_to_connected_clients() {
             ACCEPTED
         );
     }
-    sim.with_broker(|b, now| {
-        let limits = TenantLimits {
+    set_limits(
+        &sim,
+        TenantLimits {
             max_inbound_messages_per_sec: Some(1),
             ..TenantLimits::default()
-        };
-        b.set_tenant_limits(now, "a", Arc::new(limits));
-    });
+        },
+    );
     assert_eq!(
         accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
         ACCEPTED
@@ -473,7 +478,7 @@ fn a_client_message_rate_set_live_applies_to_connected_clients() {
         Some(ReasonCode::QuotaExceeded)
     );
     // Lifted again: no bucket any more.
-    sim.with_broker(|b, now| b.set_tenant_limits(now, "a", Arc::default()));
+    set_limits(&sim, TenantLimits::default());
     for _ in 0..3 {
         assert_eq!(
             accepted(publish_code(&c, "t", "x", QoS::AtLeastOnce, false)),
@@ -646,7 +651,7 @@ fn a_changed_queue_limit_applies_to_existing_sessions_and_keeps_what_they_hold()
         max_queued_messages: n,
         ..TenantLimits::default()
     };
-    let set = |n| sim.with_broker(|b, now| b.set_tenant_limits(now, "a", Arc::new(queue(n))));
+    let set = |n| set_limits(&sim, queue(n));
     // A session created under the gateway's limit (100)...
     let sub = sim.connect_as(v5("sub", persistent), tenant("a"));
     sub.subscribe("t", QoS::AtLeastOnce);
@@ -857,13 +862,13 @@ fn limits_changed_live_apply_to_connected_clients_of_the_tenant() {
     let a = sim.connect_as(v5("a", nothing), tenant("a"));
     let d = sim.connect_v5("d", |_| {});
     assert_eq!(a.subscribe("one", QoS::AtMostOnce), ReasonCode::Success);
-    sim.with_broker(|b, now| {
-        let limits = TenantLimits {
+    set_limits(
+        &sim,
+        TenantLimits {
             max_subscriptions_per_client: Some(1),
             ..TenantLimits::default()
-        };
-        b.set_tenant_limits(now, "a", Arc::new(limits));
-    });
+        },
+    );
     assert_eq!(
         a.subscribe("two", QoS::AtMostOnce),
         ReasonCode::QuotaExceeded

@@ -89,7 +89,7 @@ pub(crate) const WRITE_BATCH: usize = 64;
 /// Packets a connection hands to the engine from one read before it lets other tasks run
 /// (when the read holds more). Small on purpose: the engine's work per packet (routing, fan-out)
 /// dwarfs decoding, so this is what bounds the time a flooding client holds the runtime; with
-/// 64 a quiet tenant's p99 was 2-3x its idle value under a flood, with 16 1.1-1.3x, at no
+/// 64 a quiet tenant's p99 was 2-3x its idle value under a flood, with 16 0.9-1.5x, at no
 /// measurable cost in throughput (`scripts/bench-fairness`, docs/benchmarks.md).
 pub(crate) const READ_BATCH: usize = 16;
 /// How long a connection whose bytes could not be decoded waits for the broker's answer and

@@ -9,6 +9,16 @@ use tidegate_server::cli::{Cli, Command, PasswdArgs, ServeArgs};
 use tidegate_server::tenant_cli::TenantArgs;
 use tidegate_server::{Server, dev_cert, logging, shutdown};
 
+/// How many tasks a worker runs from its own queue before it takes one from the runtime's
+/// shared queue. A worker's own queue holds 256 tasks; with more runnable connections (a
+/// tenant flooding through hundreds of them) the rest overflow into the shared queue, and at
+/// tokio's default (tuned to about one shared task per millisecond) a quiet client's task that
+/// lands there waits behind dozens of rounds of the flood: a quiet tenant's p99 of 40-100 ms
+/// under a flood of 200 QoS 1 pairs. Taking every second task from the shared queue cut that
+/// 3-5x at no cost in throughput (`scripts/bench-fairness --noisy-pairs 200 --noisy-window 16`
+/// and `tidegate-bench pairs`, side by side on this machine); 1 made it worse (seconds).
+const GLOBAL_QUEUE_INTERVAL: u32 = 2;
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
@@ -48,6 +58,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {

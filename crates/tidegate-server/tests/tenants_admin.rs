@@ -225,8 +225,9 @@ async fn a_tenant_created_live_admits_its_users_and_its_deletion_disconnects_the
     assert!(again.is_err(), "a deleted tenant admits nobody");
 }
 
-#[tokio::test]
-async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() {
+/// A gateway with a file tenant without anonymous access (so nobody lands in an implicit
+/// `default`) and `acme` created through the API.
+async fn gate_with_acme() -> Gate {
     let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
     admin(
         &gate,
@@ -236,6 +237,19 @@ async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() 
     )
     .await
     .expect(StatusCode::CREATED);
+    gate
+}
+
+/// Replaces `acme` with `config` through the API.
+async fn replace_acme(gate: &Gate, config: &Value) {
+    admin(gate, Method::PUT, "/v1/admin/tenants/acme", Some(config))
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() {
+    let gate = gate_with_acme().await;
     let mut phone = Client::connect(login(gate.mqtt, "phone", "phone1@acme")).await;
     phone.subscribe_ok("devices/a", QoS::AtMostOnce).await;
 
@@ -243,37 +257,20 @@ async fn a_tenant_replaced_live_changes_the_quotas_its_connected_clients_meet() 
     // it on its next SUBSCRIBE, without reconnecting.
     let mut changed = tenant("acme");
     changed["quotas"]["max_subscriptions_per_client"] = json!(1);
-    admin(&gate, Method::PUT, "/v1/admin/tenants/acme", Some(&changed))
-        .await
-        .expect(StatusCode::OK);
+    replace_acme(&gate, &changed).await;
     let codes = phone
         .subscribe_filters(vec![filter("devices/b", QoS::AtMostOnce)], None)
         .await;
     assert_eq!(codes, vec![SubscribeReasonCode::QuotaExceeded]);
 
     // And back: the limit lifted, the same connection subscribes again.
-    admin(
-        &gate,
-        Method::PUT,
-        "/v1/admin/tenants/acme",
-        Some(&tenant("acme")),
-    )
-    .await
-    .expect(StatusCode::OK);
+    replace_acme(&gate, &tenant("acme")).await;
     phone.subscribe_ok("devices/b", QoS::AtMostOnce).await;
 }
 
 #[tokio::test]
 async fn a_tenant_acl_replaced_live_applies_to_connected_clients() {
-    let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
-    admin(
-        &gate,
-        Method::POST,
-        "/v1/admin/tenants",
-        Some(&tenant("acme")),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    let gate = gate_with_acme().await;
     let mut watcher = Client::connect(login(gate.mqtt, "watcher", "phone1@acme")).await;
     watcher.subscribe_ok("devices/a/#", QoS::AtMostOnce).await;
     watcher.subscribe_ok("devices/b/#", QoS::AtMostOnce).await;
@@ -287,14 +284,7 @@ async fn a_tenant_acl_replaced_live_applies_to_connected_clients() {
     // Only devices/b/# from now on, for the clients already connected too.
     let mut narrowed = tenant("acme");
     narrowed["acl"] = json!([{"action": "all", "filter": "devices/b/#", "allow": true}]);
-    admin(
-        &gate,
-        Method::PUT,
-        "/v1/admin/tenants/acme",
-        Some(&narrowed),
-    )
-    .await
-    .expect(StatusCode::OK);
+    replace_acme(&gate, &narrowed).await;
     assert_eq!(
         phone.publish_acked("devices/a/1", false, b"denied").await,
         PubAckReason::NotAuthorized
