@@ -306,6 +306,13 @@ def section(root):
         ]
     o += ["### Goal: flooded p99 ≤ 2 × idle p99", "", overall_verdict(vs), ""]
     o += goal_table(vs, meta)
+    o += [
+        "",
+        "The shape of the flood matters: the same benchmark with the flood spread over many "
+        "connections (`scripts/bench-fairness --noisy-pairs 200 --noisy-window 16 --out "
+        "docs/benchmarks-fairness-wide.md`) is kept in docs/benchmarks-fairness-wide.md, and "
+        "docs/architecture.md (\"What this does not give\") explains the difference.",
+    ]
     o += ["", "### Every run", ""]
     o += runs_table(rows)
     o += ["", "### Exact commands", "", "```sh", "scripts/bench-fairness"]
