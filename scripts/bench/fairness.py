@@ -270,8 +270,13 @@ def section(root):
         f"{meta.get('loadavg_end', '?')} (and at the start of every run, in the last table)",
         f"- one Tidegate (`{meta.get('broker_cmd', '?')}`, configuration below) pinned to core "
         f"{meta.get('broker_cpu', '0')}, in-memory persistence, two tenants, `quiet` and `noisy`, "
-        "each bound to its own tcp listener with `allow_anonymous = true` and no quotas; MQTT "
-        f"3.1.1, {meta.get('payload', '64')}-byte payloads, loopback",
+        "each bound to its own tcp listener with `allow_anonymous = true` and "
+        + (
+            f"no quotas but the noisy tenant's `[tenants.quotas] {meta['noisy_quota']}`"
+            if meta.get("noisy_quota")
+            else "no quotas"
+        )
+        + f"; MQTT 3.1.1, {meta.get('payload', '64')}-byte payloads, loopback",
         f"- quiet tenant: `pairs`, {meta.get('pairs', '?')} publisher→subscriber pairs, "
         f"{int(meta.get('rate', '0')):,} msg/s in total, open loop, {meta.get('duration', '?')} s "
         "measured after 1 s of warm-up; p50/p99/p99.9 are publish → deliver from the intended "
