@@ -180,19 +180,12 @@ async fn tenants_are_created_read_replaced_and_deleted_over_http() {
 async fn a_tenant_created_live_admits_its_users_and_its_deletion_disconnects_them() {
     // A file tenant without anonymous access, so no implicit `default` tenant takes in the
     // clients of a tenant that does not exist.
-    let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
+    let gate = gate_with_other().await;
     // Before it exists, `phone1@acme` has nowhere to go.
     let early = Client::try_connect(login(gate.mqtt, "early", "phone1@acme")).await;
     assert!(early.is_err(), "a tenant that does not exist admits nobody");
 
-    admin(
-        &gate,
-        Method::POST,
-        "/v1/admin/tenants",
-        Some(&tenant("acme")),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    create_acme(&gate).await;
     let mut phone = Client::connect(login(gate.mqtt, "phone", "phone1@acme")).await;
     let wrong = {
         let mut opts = login(gate.mqtt, "wrong", "phone1@acme");
@@ -225,18 +218,28 @@ async fn a_tenant_created_live_admits_its_users_and_its_deletion_disconnects_the
     assert!(again.is_err(), "a deleted tenant admits nobody");
 }
 
-/// A gateway with a file tenant without anonymous access (so nobody lands in an implicit
-/// `default`) and `acme` created through the API.
-async fn gate_with_acme() -> Gate {
-    let gate = Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await;
+/// A gateway with one file tenant without anonymous access, so no implicit `default` tenant
+/// takes in the clients of a tenant that does not exist.
+async fn gate_with_other() -> Gate {
+    Gate::from_toml(&format!("{}\n[[tenants]]\nid = \"other\"\n", config(""))).await
+}
+
+/// Creates `acme` ([`tenant`]) through the API.
+async fn create_acme(gate: &Gate) {
     admin(
-        &gate,
+        gate,
         Method::POST,
         "/v1/admin/tenants",
         Some(&tenant("acme")),
     )
     .await
     .expect(StatusCode::CREATED);
+}
+
+/// [`gate_with_other`] with `acme` created through the API.
+async fn gate_with_acme() -> Gate {
+    let gate = gate_with_other().await;
+    create_acme(&gate).await;
     gate
 }
 
