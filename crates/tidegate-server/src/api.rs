@@ -618,6 +618,8 @@ pub(crate) struct GatewayHandle {
     /// Serialises the admin API's tenant changes with their effect in the engine, so the
     /// broker ends with the limits of the change that was made last.
     tenant_changes: Arc<tokio::sync::Mutex<()>>,
+    /// Holds the tenants' byte buckets, brought to a changed tenant's rate.
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 impl GatewayHandle {
@@ -628,6 +630,7 @@ impl GatewayHandle {
         ready: Arc<AtomicBool>,
         max_outbound_queue: usize,
         tenants: Arc<TenantAdmin>,
+        auth: Arc<crate::auth::Authenticator>,
     ) -> GatewayHandle {
         GatewayHandle {
             events,
@@ -639,6 +642,7 @@ impl GatewayHandle {
             // it never fill its outbox (which would close it as a slow consumer).
             tap_window: u16::try_from((max_outbound_queue / 2).clamp(1, 1000)).unwrap_or(1000),
             tenant_changes: Arc::default(),
+            auth,
             tenants,
         }
     }
@@ -748,6 +752,7 @@ impl GatewayHandle {
             // Deleted meanwhile: the deletion disconnected its clients.
             return Ok(());
         };
+        self.auth.tenant_changed(&id, tenant.quotas());
         self.ask(|reply| ApiRequest::TenantChanged {
             tenant: id,
             limits: Arc::new(crate::auth::tenant_limits(tenant.quotas())),

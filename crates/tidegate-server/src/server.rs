@@ -152,6 +152,8 @@ pub struct Server {
     /// The live tenants, for the admin API. It holds a sender of the store's writer thread, so
     /// `serve` drops it with `engine_tx` (the engine closes the writer once they are gone).
     tenant_admin: Arc<TenantAdmin>,
+    /// The CONNECT checks and the tenants' byte buckets, which a tenant change updates.
+    authenticator: Arc<Authenticator>,
 }
 
 /// A bound HTTP listener waiting for the HTTP face.
@@ -274,6 +276,7 @@ impl Server {
             http,
             engine_tx,
             tenant_admin,
+            authenticator,
         })
     }
 
@@ -321,6 +324,7 @@ impl Server {
             http,
             engine_tx,
             tenant_admin,
+            authenticator,
         } = self;
         let server_reference: Option<Utf8> = config.shutdown.server_reference()?;
         let mut storage = storage;
@@ -358,6 +362,7 @@ impl Server {
                 ready.clone(),
                 config.limits.max_outbound_queue,
                 tenant_admin.clone(),
+                authenticator.clone(),
             );
             let face =
                 tidegate_http::Http::new(Arc::new(gateway), config.http.clone(), stop.clone());

@@ -3,7 +3,8 @@
 //! everything it sent is acknowledged and delivered, just no faster than the rate — while a
 //! client of another tenant on the same gateway is not; a packet over the tenant's
 //! `max_packet_size` ends the connection (MQTT 5: DISCONNECT 0x95; 3.1.1: closed) for that
-//! tenant only; `/metrics` counts the pauses and the refusals per tenant.
+//! tenant only; `/metrics` counts the pauses and the refusals per tenant; a tenant byte rate
+//! changed through the admin API applies to the clients already connected.
 //!
 //! The listeners are bound to anonymous tenants, so no password hash is computed. The time
 //! bounds are behaviour, not performance: 100 KiB at 20 KiB/s with a 20 KiB burst cannot be
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::http::Gate;
+use common::http::{ADMIN_TOKEN, Gate};
 use common::raw::{self, ConnectOpts, Raw, Version, kind};
 use common::tenants::{metrics, sample};
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ async fn gate() -> Gate {
     };
     let toml = format!(
         "{}{}{}[[listeners]]\nkind = \"http\"\nbind = \"127.0.0.1:0\"\n\n\
+         [http]\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n\n\
          [[tenants]]\nid = \"slow\"\nallow_anonymous = true\n[tenants.quotas]\n\
          max_inbound_bytes_per_sec = {RATE}\nmax_packet_size = {SLOW_MAX_PACKET}\n\n\
          [[tenants]]\nid = \"fast\"\nallow_anonymous = true\n\n\
@@ -219,6 +221,31 @@ fn publish_of_size(version: Version, size: usize) -> Vec<u8> {
     );
     assert_eq!(packet.len(), size);
     packet
+}
+
+#[tokio::test]
+async fn a_tenant_byte_rate_changed_live_applies_to_its_connected_clients() {
+    let gate = gate().await;
+    // Connected under 20 KiB/s for the whole tenant: 100 KiB would take over 4 s.
+    let mut early = client(pair(&gate), "early").await;
+    let raised = serde_json::json!({
+        "id": "pair",
+        "allow_anonymous": true,
+        "quotas": {"tenant_bytes_per_sec": 64 * 1024 * 1024},
+    });
+    gate.send(
+        reqwest::Method::PUT,
+        "/v1/admin/tenants/pair",
+        Some(ADMIN_TOKEN),
+        Some(&raised),
+    )
+    .await
+    .expect(reqwest::StatusCode::OK);
+    let took = publish_all(&mut early, "data/early", 100).await;
+    assert!(
+        took < AT_LEAST,
+        "the connected client kept the old tenant rate: 100 KiB took {took:?}"
+    );
 }
 
 #[tokio::test]

@@ -248,6 +248,14 @@ impl Authenticator {
         self.with_hook_answers(|cache, now| cache.complete(request, outcome, now))
     }
 
+    /// A tenant was created or changed: its tenant-wide byte bucket is brought to the new
+    /// `tenant_bytes_per_sec` at once, so the connected clients sharing it follow (a limit
+    /// removed is left to the clients holding the old bucket until they reconnect).
+    pub(crate) fn tenant_changed(&self, tenant: &str, quotas: &Quotas) {
+        let id: Arc<str> = Arc::from(tenant);
+        let _ = self.tenant_bucket(&id, quotas.tenant_bytes_per_sec, Instant::now());
+    }
+
     /// The tenant-wide byte bucket of `tenant`, created or brought to `rate` (see
     /// [`TenantBuckets::get`]).
     fn tenant_bucket(
