@@ -149,11 +149,6 @@ impl MessageQueue {
         self.limit = limit;
     }
 
-    /// The most entries it holds.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Keeps at most `window` entries in memory from now on; later ones are held by the
     /// store only (the caller persists every entry).
     pub fn set_memory_window(&mut self, window: usize) {

@@ -115,7 +115,8 @@ pub(crate) enum ApiRequest {
     TenantChanged {
         tenant: String,
         limits: Arc<TenantLimits>,
-        acl: Arc<tidegate_auth::Acl>,
+        /// `None` when the change left the rules as they were (nothing to re-check).
+        acl: Option<Arc<tidegate_auth::Acl>>,
         reply: oneshot::Sender<()>,
     },
     /// Disconnect every client of a deleted tenant (0x87) and drop its sessions.
@@ -253,7 +254,7 @@ impl ApiState {
                 reply,
             } => {
                 broker.set_tenant_limits(now, &tenant, limits);
-                let removed = broker.set_tenant_acl(&tenant, acl);
+                let removed = acl.map_or(0, |acl| broker.set_tenant_acl(&tenant, acl));
                 if removed > 0 {
                     tracing::info!(
                         %tenant,
@@ -747,16 +748,19 @@ impl GatewayHandle {
     ) -> Result<(), TenantError> {
         let _serialised = self.tenant_changes.lock().await;
         let id = config.id.clone();
+        let before = self.tenants.registry().current().get(&id).cloned();
         self.tenants.put(config, exists).await?;
         let Some(tenant) = self.tenants.registry().current().get(&id).cloned() else {
             // Deleted meanwhile: the deletion disconnected its clients.
             return Ok(());
         };
         self.auth.tenant_changed(&id, tenant.quotas());
+        // Re-checking every client's subscriptions is only worth it when the rules changed.
+        let acl_changed = before.is_none_or(|b| **b.acl() != **tenant.acl());
         self.ask(|reply| ApiRequest::TenantChanged {
             tenant: id,
             limits: Arc::new(crate::auth::tenant_limits(tenant.quotas())),
-            acl: Arc::clone(tenant.acl()),
+            acl: acl_changed.then(|| Arc::clone(tenant.acl())),
             reply,
         })
         .await
